@@ -1,0 +1,97 @@
+"""File helpers shared by every command: atomic writes and robust image reading.
+
+Nothing a user already has may be lost or half-written, so every output goes through
+:func:`atomic_output`: written to a temporary file beside the target, flushed, then renamed
+over it in one step (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageReadError(ValueError):
+    """An image file that is missing, unreadable or of an unsupported kind."""
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed and an existing ``path`` stays untouched.
+    The temporary name keeps the target's suffix so that writers choosing a format by
+    extension (Pillow, imageio) behave as for the real name.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(handle)
+    temp_path = Path(temp_name)
+    try:
+        yield temp_path
+        with open(temp_path, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp_path, target)
+    finally:
+        if temp_path.exists():
+            temp_path.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_output(path) as temp:
+        temp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB view of any Pillow mode: alpha composited on white, 16-bit and float rescaled."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        values = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
+        image = Image.fromarray(values, mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as ``uint8`` RGB ``(H, W, 3)``, honouring EXIF orientation.
+
+    Grayscale, palette, alpha (composited on white) and 16-bit files are all accepted.
+    Raises :class:`ImageReadError` with the file name on any failure.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ImageReadError(f"{source}: no such image file")
+    try:
+        with Image.open(source) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            rgb = _to_rgb(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{source}: unreadable image ({error.__class__.__name__}: {error})") from None
+    if rgb.width < 1 or rgb.height < 1:
+        raise ImageReadError(f"{source}: empty image")
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def save_image(path: str | os.PathLike[str], image: np.ndarray | Image.Image) -> Path:
+    """Save an RGB/L ``uint8`` array or Pillow image atomically; the format follows the suffix."""
+    target = Path(path)
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    with atomic_output(target) as temp:
+        picture.save(temp, format=Image.registered_extensions().get(target.suffix.lower(), "PNG"))
+    return target
