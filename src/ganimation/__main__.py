@@ -1,0 +1,7 @@
+"""``python -m ganimation`` (and ``torchrun -m ganimation train ...``)."""
+
+import sys
+
+from ganimation.cli import main
+
+sys.exit(main())

@@ -1,0 +1,219 @@
+"""On-disk formats: the inference artefact and the full training checkpoint.
+
+* **Model file** (``model.safetensors``): generator and critic weights under the prefixes
+  ``generator.`` and ``discriminator.``, with the model config and package version as JSON in
+  the safetensors metadata. It is all that :meth:`ganimation.inference.GANimation.load` needs:
+  no trainer, no dataset, no pickle.
+* **Training checkpoint** (a folder ``step_000001000/``): the model file in full precision plus
+  ``training_state.pt`` (both optimisers, both schedulers, counters, RNG states) and
+  ``config.yaml``. The folder is written under a temporary name, synced, then renamed, so a run
+  killed at any moment leaves only complete checkpoints behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ganimation import __version__
+from ganimation.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "training_state.pt"
+CONFIG_FILE = "config.yaml"
+FORMAT_NAME = "ganimation"
+FORMAT_VERSION = "1"
+_CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file that is missing, truncated, foreign or of another shape."""
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel / torch.compile wrappers, so saved keys
+    never carry ``module.`` or ``_orig_mod.`` prefixes."""
+    while True:
+        if hasattr(module, "module") and isinstance(module.module, nn.Module):
+            module = module.module
+        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, nn.Module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def _fsync_path(path: Path) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() and hasattr(os, "O_DIRECTORY") else 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def model_tensors(generator: nn.Module, discriminator: nn.Module | None,
+                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("generator", generator), ("discriminator", discriminator)):
+        if module is None:
+            continue
+        for key, value in unwrap(module).state_dict().items():
+            value = value.detach().to("cpu")
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
+            tensors[f"{prefix}.{key}"] = value.contiguous()
+    return tensors
+
+
+def save_model_file(path: str | os.PathLike[str], generator: nn.Module, discriminator: nn.Module | None,
+                    model_config: ModelConfig, *, half: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    """Write the inference artefact atomically; ``half`` stores weights as float16."""
+    from ganimation.files import atomic_output
+
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "model_config": json.dumps(dataclasses.asdict(model_config)),
+    }
+    if extra:
+        metadata["extra"] = json.dumps(extra)
+    tensors = model_tensors(generator, discriminator, torch.float16 if half else None)
+    target = Path(path)
+    with atomic_output(target) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
+    return target
+
+
+def read_model_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a model file: (model config, tensors, decoded extra metadata)."""
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"{source}: no such model file")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(source), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(source))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{source}: truncated or not a safetensors model file ({error})") from None
+    if metadata.get("format") != FORMAT_NAME or "model_config" not in metadata:
+        raise CheckpointError(f"{source}: a safetensors file without ganimation metadata (no model config inside)")
+    try:
+        values = json.loads(metadata["model_config"])
+        known = {field.name for field in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CheckpointError(f"{source}: model config has unknown keys {unknown}; written by a newer ganimation?")
+        config = ModelConfig(**values)
+    except (json.JSONDecodeError, TypeError) as error:
+        raise CheckpointError(f"{source}: unreadable model config in metadata ({error})") from None
+    extra = json.loads(metadata["extra"]) if "extra" in metadata else {}
+    extra["package_version"] = metadata.get("package_version", "unknown")
+    return config, tensors, extra
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    start = f"{prefix}."
+    return {key[len(start):]: value for key, value in tensors.items() if key.startswith(start)}
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, source: str, name: str) -> None:
+    """Load a state dict, turning a key or shape mismatch into one readable error line."""
+    expected = unwrap(module).state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
+                   if key in state and state[key].shape != value.shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if wrong_shape:
+            parts.append(f"shape mismatch: {', '.join(wrong_shape[:4])}{' ...' if len(wrong_shape) > 4 else ''}")
+        if missing:
+            parts.append(f"missing: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        if unexpected:
+            parts.append(f"unexpected: {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
+        raise CheckpointError(f"{source}: {name} weights do not fit this model ({'; '.join(parts)})")
+    unwrap(module).load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()})
+
+
+# ----------------------------------------------------------------------------- training checkpoints
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders are never listed)."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(match.group(1)), path) for path in folder.iterdir()
+             if path.is_dir() and (match := _CHECKPOINT_PATTERN.match(path.name))
+             and (path / STATE_FILE).is_file() and (path / MODEL_FILE).is_file()]
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    found = checkpoint_dirs(run_dir)
+    return found[-1] if found else None
+
+
+def save_training_checkpoint(run_dir: str | os.PathLike[str], step: int, generator: nn.Module,
+                             discriminator: nn.Module, model_config: ModelConfig, state: dict[str, Any],
+                             config_yaml: str, keep: int = 3) -> Path:
+    """Write ``run_dir/checkpoints/step_<step>/`` atomically and prune all but the newest ``keep``."""
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step:09d}"
+    temp = Path(tempfile.mkdtemp(prefix=f".step_{step:09d}.", suffix=".tmp", dir=folder))
+    try:
+        save_model_file(temp / MODEL_FILE, generator, discriminator, model_config)
+        torch.save(state, temp / STATE_FILE)
+        (temp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+        for child in temp.iterdir():
+            _fsync_path(child)
+        _fsync_path(temp)
+        if final.exists():
+            # Re-saving the same step (e.g. on a signal right after a periodic save): swap safely.
+            stale = folder / f".{final.name}.old"
+            shutil.rmtree(stale, ignore_errors=True)
+            os.replace(final, stale)
+            os.replace(temp, final)
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.replace(temp, final)
+        _fsync_path(folder)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
+    for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_training_state(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(checkpoint) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: not a training checkpoint (no {STATE_FILE})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged zip/pickle
+        raise CheckpointError(f"{path}: truncated or unreadable training state ({error.__class__.__name__})") from None

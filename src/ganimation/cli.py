@@ -1,0 +1,254 @@
+"""The ``ganimation`` command: a thin layer over the library API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ganimation import __version__
+
+logger = logging.getLogger("ganimation")
+
+EXAMPLES = """\
+examples:
+  ganimation demo                                        # bundled model, sample faces -> out/
+  ganimation synth data/synth --identities 200 --per-identity 20 --size 128
+  ganimation prepare data/synth                          # validate a dataset before training
+  ganimation train --data data/synth --preset paper128 -o runs/exp1
+  ganimation train -o runs/exp1 --resume                 # continue exactly where it stopped
+  ganimation animate face.png --checkpoint runs/exp1 --au AU12=0.8 --au AU06=0.6 -o smile.png
+  ganimation animate face.png --checkpoint runs/exp1 --expression happy --frames 24 --gif smile.gif --masks
+"""
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model on a folder of faces with OpenFace AUs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any config value can be set with --set section.key=value, e.g. --set optim.epochs=5 "
+               "--set data.batch_size=16.\nThe resolved config is saved as OUTPUT/config.yaml.")
+    parser.add_argument("--data", help="dataset folder (images + OpenFace AU CSV); see docs/data.md")
+    parser.add_argument("-o", "--output", help="run folder for checkpoints, samples and logs")
+    parser.add_argument("--preset", default=None, help="named preset: paper128 (default), cpu64, smoke")
+    parser.add_argument("--config", help="YAML/TOML/JSON config file laid over the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    parser.add_argument("--steps", type=int, help="stop after this many critic steps (sets optim.max_steps)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ganimation.config import build_config, load_config_file, apply_mapping, Config
+    from ganimation.training import train
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.root={args.data}")
+    if args.output:
+        overrides.append(f"run.output_dir={args.output}")
+    if args.steps is not None:
+        overrides.append(f"optim.max_steps={args.steps}")
+    config_file = args.config
+    if args.resume and args.output and not args.config and (Path(args.output) / "config.yaml").is_file():
+        # Resuming: start from the run's own saved config; command-line overrides still apply.
+        config = Config()
+        apply_mapping(config, load_config_file(Path(args.output) / "config.yaml"))
+        from ganimation.config import apply_override
+
+        for assignment in overrides:
+            apply_override(config, assignment)
+        config.validate()
+    else:
+        config = build_config(args.preset, config_file, overrides)
+    if not config.data.root:
+        raise ValueError("no dataset given: pass --data FOLDER")
+    if _is_main_process():
+        logger.info("config:\n%s", config.to_yaml())
+    if torch_distributed_requested():
+        return _train_distributed(config, args)
+    model_path = train(config, resume=args.resume, show_progress=not args.no_progress)
+    print(f"model: {model_path}")
+    return 0
+
+
+def torch_distributed_requested() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _train_distributed(config, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    import torch
+    import torch.distributed as dist
+
+    from ganimation.training import train
+
+    backend = "nccl" if torch.cuda.is_available() and config.run.device != "cpu" else "gloo"
+    dist.init_process_group(backend=backend)
+    try:
+        model_path = train(config, resume=args.resume, show_progress=not args.no_progress)
+        if dist.get_rank() == 0:
+            print(f"model: {model_path}")
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("prepare", help="validate a dataset and report what was found")
+    parser.add_argument("data", help="dataset folder")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--no-image-check", action="store_true", help="do not open every image")
+    parser.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from ganimation.data import validate_dataset
+
+    report = validate_dataset(args.data, check_images=not args.no_image_check)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0 if report.ok else 1
+
+
+def _add_synth(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("synth", help="render a synthetic face dataset with ground-truth AUs")
+    parser.add_argument("output", help="dataset folder to write")
+    parser.add_argument("--identities", type=int, default=100)
+    parser.add_argument("--per-identity", type=int, default=20)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.set_defaults(handler=_run_synth)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from ganimation.synth import write_synthetic_dataset
+
+    path = write_synthetic_dataset(args.output, identities=args.identities, per_identity=args.per_identity,
+                                   size=args.size, seed=args.seed, test_fraction=args.test_fraction)
+    print(f"dataset: {path}")
+    return 0
+
+
+def _add_animate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "animate", help="edit the expression of a face towards target AUs",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    parser.add_argument("image", help="face image (an aligned crop with --crop, else a photo)")
+    parser.add_argument("--checkpoint", help="model file, checkpoint or run folder (default: bundled model)")
+    parser.add_argument("--au", action="append", default=[], metavar="AU=VALUE",
+                        help="target AU intensity in [0, 1], e.g. AU12=0.8 (repeatable)")
+    parser.add_argument("--expression", help="named expression: happy, sad, surprise, fear, anger, disgust, "
+                                             "contempt, neutral")
+    parser.add_argument("--intensity", type=float, default=1.0, help="scale of --expression (0..1)")
+    parser.add_argument("--source-au", action="append", default=[], metavar="AU=VALUE",
+                        help="AUs of the input face, where the interpolation starts (default zeros)")
+    parser.add_argument("-o", "--output", help="edited image (PNG/JPEG)")
+    parser.add_argument("--frames", type=int, default=0, help="frames of the interpolation for --gif/--mp4")
+    parser.add_argument("--gif", help="write the interpolation as an animated GIF")
+    parser.add_argument("--mp4", help="write the interpolation as an MP4 video")
+    parser.add_argument("--fps", type=float, default=12.0)
+    parser.add_argument("--masks", action="store_true", help="also save the attention and colour masks")
+    parser.add_argument("--crop", action="store_true", help="the input is already a face crop: no detection")
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(handler=_run_animate)
+
+
+def target_aus_from_args(args: argparse.Namespace) -> np.ndarray:
+    from ganimation.aus import aus_from_mapping, expression_aus, parse_au_assignments
+
+    base = expression_aus(args.expression, args.intensity) if args.expression else None
+    assignments = parse_au_assignments(args.au)
+    if base is None and not assignments:
+        raise ValueError("no target expression: give --au AU12=0.8 (repeatable) or --expression NAME")
+    return aus_from_mapping(assignments, base)
+
+
+def _suffixed(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.stem}_{suffix}{path.suffix}")
+
+
+def _run_animate(args: argparse.Namespace) -> int:
+    from ganimation.aus import aus_from_mapping, parse_au_assignments
+    from ganimation.files import load_image, save_image
+    from ganimation.inference import GANimation
+
+    target = target_aus_from_args(args)
+    source = aus_from_mapping(parse_au_assignments(args.source_au))
+    if not (args.output or args.gif or args.mp4):
+        raise ValueError("nothing to write: give -o OUT.png, --gif OUT.gif or --mp4 OUT.mp4")
+    if (args.gif or args.mp4) and args.frames < 2:
+        args.frames = 24
+    image = load_image(args.image)
+    model = GANimation.load(args.checkpoint, device=args.device)
+    if not args.crop:
+        from ganimation.animation import animate_photo_command
+
+        return animate_photo_command(model, image, source, target, args)
+    if args.output:
+        result = model.animate(image, target)
+        output = save_image(args.output, result.image)
+        print(f"edited: {output}")
+        if args.masks:
+            print(f"attention: {save_image(_suffixed(output, 'attention'), result.attention_image())}")
+            print(f"colour: {save_image(_suffixed(output, 'colour'), result.colour)}")
+    if args.gif or args.mp4:
+        from ganimation.video import write_video
+
+        frames = [result.image for result in model.interpolate(image, source, target, args.frames)]
+        for path in (args.gif, args.mp4):
+            if path:
+                print(f"video: {write_video(path, frames, fps=args.fps)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ganimation", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Animate a face in a photo along continuous facial Action Units (GANimation, ECCV 2018).")
+    parser.add_argument("--version", action="version", version=f"ganimation {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_train, _add_prepare, _add_synth, _add_animate):
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:
+        if args.debug:
+            raise
+        message = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+        print(f"ganimation {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,473 @@
+"""Training GANimation: the loss phases and the staged loop.
+
+The loop reads in stages: fetch a batch, one critic step (eq. 1 + eq. 3 on real images), every
+``critic_steps`` batches one generator step (eqs. 1-4), then log, draw the sample grid and
+checkpoint. Every random draw of the loop (target AUs, flips, gradient-penalty mixing) comes
+from one ``torch.Generator`` whose state is checkpointed, and the data order is a function of
+(seed, epoch), so ``--resume`` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ganimation import losses
+from ganimation.checkpoint import (
+    latest_checkpoint, load_into, load_training_state, read_model_file, save_model_file,
+    save_training_checkpoint, split_prefix, unwrap, MODEL_FILE, CheckpointError,
+)
+from ganimation.config import Config
+from ganimation.files import save_image, write_text_atomic
+from ganimation.networks import Discriminator, Generator, build_networks
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Progress:
+    """Counters that make resume exact. ``step`` counts critic steps (batches)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    generator_steps: int = 0
+
+
+class GANimationTrainer:
+    """Both networks, their optimisers and schedulers, and the two loss phases."""
+
+    def __init__(self, config: Config, target_pool: Tensor, steps_per_epoch: int, device: torch.device,
+                 generator: nn.Module | None = None, discriminator: nn.Module | None = None) -> None:
+        self.config = config
+        self.device = device
+        if generator is None or discriminator is None:
+            generator, discriminator = build_networks(config.model)
+        self.generator: nn.Module = generator.to(device)
+        self.discriminator: nn.Module = discriminator.to(device)
+        # AUs of every training sample: targets y_f are drawn from them (paper Sec. 5).
+        self.target_pool = target_pool.to(device=device, dtype=torch.float32)
+        self.rng = torch.Generator(device="cpu").manual_seed(config.run.seed)
+        optim = config.optim
+        self.generator_optimizer = torch.optim.Adam(self.generator.parameters(), lr=optim.lr_generator,
+                                                    betas=(optim.beta1, optim.beta2))
+        self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=optim.lr_discriminator,
+                                                        betas=(optim.beta1, optim.beta2))
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * (optim.epochs + optim.decay_epochs)
+        decay_start = self.steps_per_epoch * optim.epochs
+        decay_length = max(1, self.total_steps - decay_start)
+
+        def linear_decay(step: int) -> float:
+            # Full rate for `epochs`, then linearly to zero over `decay_epochs` (per step, not per epoch).
+            return 1.0 if step < decay_start else max(0.0, 1.0 - (step - decay_start) / decay_length)
+
+        # The generator steps once per `critic_steps` batches but its schedule follows the batch count,
+        # so PyTorch's "scheduler stepped before optimizer" warning is a false alarm here.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+        self.generator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.generator_optimizer, linear_decay)
+        self.discriminator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.discriminator_optimizer, linear_decay)
+        self.progress = Progress()
+
+    # ------------------------------------------------------------------ randomness
+    def _rand(self, *shape: int) -> Tensor:
+        return torch.rand(*shape, generator=self.rng).to(self.device)
+
+    def sample_targets(self, batch: int) -> Tensor:
+        """y_f: another random training sample's AUs plus U(-noise, noise) per AU, kept in [0, 1]."""
+        indices = torch.randint(len(self.target_pool), (batch,), generator=self.rng).to(self.device)
+        noise = (self._rand(batch, self.target_pool.shape[1]) * 2.0 - 1.0) * self.config.loss.target_noise
+        return (self.target_pool[indices] + noise).clamp(0.0, 1.0)
+
+    def random_flip(self, images: Tensor) -> Tensor:
+        if not self.config.data.flip:
+            return images
+        flip = self._rand(images.shape[0]) < 0.5
+        return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        enabled = self.config.run.bf16 and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    # ------------------------------------------------------------------ loss phases
+    def critic_step(self, images: Tensor, aus: Tensor) -> dict[str, float]:
+        """Critic: eq. 1 (with gradient penalty) plus the real-image half of eq. 3."""
+        weights = self.config.loss
+        targets = self.sample_targets(images.shape[0])
+        with torch.no_grad(), self._autocast():
+            fakes = self.generator(images, targets).image
+        with self._autocast():
+            both = self.discriminator(torch.cat([images, fakes.to(images.dtype)]))  # one pass over 2B images
+            real_scores, fake_scores = both.realness.float().chunk(2)
+            real_aus = both.aus.float()[: images.shape[0]]
+            wasserstein = losses.critic_wasserstein_loss(real_scores, fake_scores)
+            penalty = losses.gradient_penalty(lambda x: self.discriminator(x).realness.float(), images, fakes.float(),
+                                              alpha=self._rand(images.shape[0], 1, 1, 1))
+            condition = losses.au_regression_loss(real_aus, aus)
+            total = wasserstein + weights.lambda_gp * penalty + weights.lambda_cond * condition
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.discriminator_optimizer.step()
+        return {"d/total": total.item(), "d/wasserstein": wasserstein.item(), "d/gradient_penalty": penalty.item(),
+                "d/au_real": condition.item(), "d/real_score": real_scores.mean().item(),
+                "d/fake_score": fake_scores.mean().item()}
+
+    def generator_step(self, images: Tensor, aus: Tensor) -> dict[str, float]:
+        """Generator: adversarial (eq. 1), expression (eq. 3), attention on both masks (eq. 2), cycle (eq. 4)."""
+        weights = self.config.loss
+        targets = self.sample_targets(images.shape[0])
+        self.discriminator.requires_grad_(False)
+        try:
+            with self._autocast():
+                edited = self.generator(images, targets)
+                reconstructed = self.generator(edited.image, aus)
+                critic = self.discriminator(edited.image)
+                adversarial = losses.generator_adversarial_loss(critic.realness.float())
+                expression = losses.au_regression_loss(critic.aus.float(), targets)
+                attention = torch.zeros((), device=self.device)
+                if self.config.model.use_attention:
+                    attention = (losses.attention_loss(edited.attention, weights.lambda_tv, weights.lambda_attention)
+                                 + losses.attention_loss(reconstructed.attention, weights.lambda_tv,
+                                                         weights.lambda_attention))
+                cycle = losses.identity_loss(reconstructed.image, images)
+                total = (adversarial + weights.lambda_cond * expression + attention + weights.lambda_idt * cycle)
+            self.generator_optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.generator_optimizer.step()
+        finally:
+            self.discriminator.requires_grad_(True)
+        return {"g/total": total.item(), "g/adversarial": adversarial.item(), "g/au_fake": expression.item(),
+                "g/attention": attention.item(), "g/cycle": cycle.item(),
+                "g/attention_mean": edited.attention.float().mean().item()}
+
+    def train_step(self, images: Tensor, aus: Tensor) -> dict[str, float]:
+        """One batch: a critic step, and a generator step every ``critic_steps`` batches."""
+        images = self.random_flip(images.to(self.device, non_blocking=True))
+        aus = aus.to(self.device, non_blocking=True).float()
+        self.generator.train()
+        self.discriminator.train()
+        metrics = self.critic_step(images, aus)
+        if (self.progress.step + 1) % self.config.optim.critic_steps == 0:
+            metrics.update(self.generator_step(images, aus))
+            self.progress.generator_steps += 1
+        self.generator_scheduler.step()
+        self.discriminator_scheduler.step()
+        self.progress.step += 1
+        self.progress.batch_in_epoch += 1
+        if self.progress.batch_in_epoch >= self.steps_per_epoch:
+            self.progress.epoch += 1
+            self.progress.batch_in_epoch = 0
+        metrics["lr"] = self.generator_optimizer.param_groups[0]["lr"]
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "progress": vars(self.progress).copy(),
+            "generator_optimizer": self.generator_optimizer.state_dict(),
+            "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
+            "generator_scheduler": self.generator_scheduler.state_dict(),
+            "discriminator_scheduler": self.discriminator_scheduler.state_dict(),
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.progress = Progress(**state["progress"])
+        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+        self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+        self.generator_scheduler.load_state_dict(state["generator_scheduler"])
+        self.discriminator_scheduler.load_state_dict(state["discriminator_scheduler"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def save(self, run_dir: Path, keep: int) -> Path:
+        return save_training_checkpoint(run_dir, self.progress.step, self.generator, self.discriminator,
+                                        self.config.model, self.state_dict(), self.config.to_yaml(), keep=keep)
+
+    def restore(self, checkpoint: Path) -> None:
+        model_config, tensors, _ = read_model_file(checkpoint / MODEL_FILE)
+        if model_config != self.config.model:
+            differences = [f"{key}: checkpoint {value!r} vs config {getattr(self.config.model, key)!r}"
+                           for key, value in vars(model_config).items() if getattr(self.config.model, key) != value]
+            raise CheckpointError(f"{checkpoint}: model config differs from this run ({'; '.join(differences)})")
+        load_into(self.generator, split_prefix(tensors, "generator"), source=str(checkpoint), name="generator")
+        load_into(self.discriminator, split_prefix(tensors, "discriminator"), source=str(checkpoint),
+                  name="discriminator")
+        self.load_state_dict(load_training_state(checkpoint))
+
+
+# ---------------------------------------------------------------------- sample grid
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8."""
+    scaled = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def sample_grid(generator: nn.Module, images: Tensor, source_aus: Tensor, target_aus: Tensor) -> np.ndarray:
+    """Rows of: input | edit | attention | colour | cycle reconstruction (uint8 RGB)."""
+    was_training = generator.training
+    generator.eval()
+    edited = generator(images, target_aus)
+    cycle = generator(edited.image, source_aus)
+    generator.train(was_training)
+    attention = edited.attention.expand(-1, 3, -1, -1) * 2.0 - 1.0
+    columns = [images, edited.image, attention, edited.colour, cycle.image]
+    tiles = np.concatenate([to_uint8(column) for column in columns], axis=2)  # (B, H, 5W, 3)
+    return np.concatenate(list(tiles), axis=0)  # (B*H, 5W, 3)
+
+
+# ---------------------------------------------------------------------- loop
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (every logged step) and, when installed, TensorBoard scalars."""
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if self.path.exists():
+            # After a resume, drop entries written after the checkpoint we restart from.
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and _safe_step(line) <= resume_step]
+            write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                logger.debug("tensorboard is not installed; logging to metrics.jsonl only")
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _safe_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return 1 << 62
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> DistributedContext:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
+        return cls()
+
+
+def epoch_batches(sampler: DistributedSampler[Any], epoch: int, batch_size: int, skip: int) -> list[list[int]]:
+    """This process's batches of an epoch, as index lists, without the first ``skip`` (resume)."""
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    batches = [indices[start:start + batch_size] for start in range(0, len(indices) - batch_size + 1, batch_size)]
+    return batches[skip:]
+
+
+class StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequested:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second signal: give up at once
+            raise KeyboardInterrupt
+        logger.warning("received %s: saving a checkpoint and stopping", signal.Signals(signum).name)
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def train(config: Config, *, resume: bool = False, show_progress: bool = True) -> Path:
+    """Train on ``config.data.root``; returns the path of the final model file.
+
+    With ``resume`` the newest complete checkpoint of ``config.run.output_dir`` is restored
+    (optimisers, schedulers, counters, RNG) and training continues exactly from there.
+    """
+    from ganimation.data import FaceDataset, discover_dataset
+
+    config.validate()
+    context = DistributedContext.current()
+    run_dir = Path(config.run.output_dir)
+    device = resolve_device(config.run.device)
+    if device.type == "cuda" and context.world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", context.rank)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    seed_everything(config.run.seed, config.run.deterministic)
+
+    index = discover_dataset(config.data.root)
+    if not index.train:
+        raise ValueError(f"{config.data.root}: no usable training samples (run `ganimation prepare` to see why)")
+    dataset = FaceDataset(index.train, config.model.image_size, flip=False, cache=config.data.cache_images)
+    if config.data.batch_size % context.world_size:
+        raise ValueError(f"data.batch_size={config.data.batch_size} is the global batch and must be divisible "
+                         f"by the {context.world_size} processes")
+    local_batch = config.data.batch_size // context.world_size
+    sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True,
+                                 seed=config.run.seed, drop_last=True)
+    steps_per_epoch = len(sampler) // local_batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"{config.data.root}: {len(dataset)} training images are fewer than one batch "
+                         f"of {config.data.batch_size}")
+    target_pool = torch.from_numpy(np.stack([sample.aus for sample in index.train]))
+    trainer = GANimationTrainer(config, target_pool, steps_per_epoch, device)
+
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        logger.warning("--resume: no checkpoint in %s yet, starting from scratch", run_dir)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+        logger.info("resumed from %s (step %d, epoch %d)", checkpoint, trainer.progress.step, trainer.progress.epoch)
+    if context.world_size > 1:
+        wrap_distributed(trainer, device)
+
+    total_steps = trainer.total_steps if config.optim.max_steps is None else min(trainer.total_steps,
+                                                                                 config.optim.max_steps)
+    validation = index.test[: config.run.num_samples] or index.train[: config.run.num_samples]
+    fixed = FaceDataset(validation, config.model.image_size, flip=False, cache=False)
+    fixed_images = torch.stack([fixed[i]["image"] for i in range(len(fixed))]).to(device)
+    fixed_aus = torch.stack([fixed[i]["aus"] for i in range(len(fixed))]).to(device)
+    fixed_targets = fixed_aus.roll(1, dims=0) if len(fixed) > 1 else (1.0 - fixed_aus)
+
+    log = None
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+        log = MetricsLog(run_dir, trainer.progress.step, config.run.tensorboard)
+        logger.info("training on %d images (%d test) for %d steps, %d per epoch, device %s, %d process(es)",
+                    len(dataset), len(index.test), total_steps, steps_per_epoch, device, context.world_size)
+    bar = tqdm(total=total_steps, initial=trainer.progress.step, disable=not (show_progress and context.is_main),
+               dynamic_ncols=True, desc="train")
+
+    def save_checkpoint() -> None:
+        if context.is_main:
+            path = trainer.save(run_dir, config.run.keep_checkpoints)
+            logger.debug("checkpoint %s", path)
+
+    def draw_samples() -> None:
+        if context.is_main:
+            grid = sample_grid(unwrap(trainer.generator), fixed_images, fixed_aus, fixed_targets)
+            save_image(run_dir / "samples" / f"step_{trainer.progress.step:09d}.png", grid)
+
+    stopped = False
+    with StopRequested() as stop:
+        while trainer.progress.step < total_steps and not stopped:
+            batches = epoch_batches(sampler, trainer.progress.epoch, local_batch, trainer.progress.batch_in_epoch)
+            loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.data.num_workers,
+                                pin_memory=device.type == "cuda", persistent_workers=False)
+            for batch in loader:
+                metrics = trainer.train_step(batch["image"], batch["aus"])
+                step = trainer.progress.step
+                bar.update(1)
+                if step % config.run.log_every == 0 or step == total_steps:
+                    bar.set_postfix({key.split("/")[-1]: f"{value:.3g}" for key, value in metrics.items()
+                                     if key in ("d/wasserstein", "g/au_fake", "g/cycle", "g/attention_mean")})
+                    if log is not None:
+                        log.write(step, metrics)
+                if step % config.run.sample_every == 0:
+                    draw_samples()
+                if step % config.run.checkpoint_every == 0 and step < total_steps and not stop.requested:
+                    save_checkpoint()
+                if stop.requested or step >= total_steps:
+                    stopped = True
+                    break
+    bar.close()
+    final_model = run_dir / MODEL_FILE
+    if context.is_main:
+        draw_samples()
+        save_checkpoint()
+        save_model_file(final_model, trainer.generator, trainer.discriminator, config.model,
+                        extra={"step": trainer.progress.step, "interrupted": stop.requested})
+        if log is not None:
+            log.close()
+        logger.info("model written to %s", final_model)
+    if stop.requested:
+        raise KeyboardInterrupt("training interrupted; resume with --resume")
+    return final_model
+
+
+def wrap_distributed(trainer: GANimationTrainer, device: torch.device) -> None:
+    """Wrap both networks in DistributedDataParallel (gradients averaged across processes)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    trainer.generator = DistributedDataParallel(trainer.generator, device_ids=device_ids)
+    trainer.discriminator = DistributedDataParallel(trainer.discriminator, device_ids=device_ids)
+
+
+def steps_per_second(trainer: GANimationTrainer, images: Tensor, aus: Tensor, iterations: int) -> float:
+    """Training throughput in full iterations (critic_steps critic + 1 generator step) per second."""
+    start = time.perf_counter()
+    for _ in range(iterations * trainer.config.optim.critic_steps):
+        trainer.train_step(images, aus)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    return iterations / (time.perf_counter() - start)
+

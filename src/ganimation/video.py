@@ -1,0 +1,101 @@
+"""Writing and reading animations: GIF and MP4 through imageio (imageio-ffmpeg's wheel carries
+ffmpeg, so nothing is downloaded), always written atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ganimation.files import atomic_output
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """H.264 with yuv420p needs even sides: pad the last row/column by replication."""
+    height, width = frame.shape[:2]
+    return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float = 12.0,
+                loop: bool = True) -> Path:
+    """Write uint8 RGB frames as a GIF (by suffix) or an H.264 MP4 (anything else)."""
+    target = Path(path)
+    frame_list = [np.ascontiguousarray(frame, dtype=np.uint8) for frame in frames]
+    if not frame_list:
+        raise ValueError(f"{target}: no frames to write")
+    if fps <= 0:
+        raise ValueError(f"{target}: frame rate must be positive, got {fps}")
+    with atomic_output(target) as temp:
+        if target.suffix.lower() == ".gif":
+            from PIL import Image
+
+            pictures = [Image.fromarray(frame) for frame in frame_list]
+            pictures[0].save(temp, format="GIF", save_all=True, append_images=pictures[1:],
+                             duration=max(20, round(1000 / fps)), loop=0 if loop else 1, disposal=2)
+        else:
+            import imageio_ffmpeg
+
+            writer = imageio_ffmpeg.write_frames(
+                str(temp), _even(frame_list[0]).shape[1::-1], fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                quality=8, macro_block_size=1, ffmpeg_log_level="error")
+            writer.send(None)
+            for frame in frame_list:
+                writer.send(_even(frame))
+            writer.close()
+    logger.debug("wrote %d frames to %s", len(frame_list), target)
+    return target
+
+
+def read_video(path: str | os.PathLike[str]) -> tuple[Iterator[np.ndarray], float, int | None]:
+    """Frames (uint8 RGB) of a video file, its frame rate and (when known) its frame count."""
+    import imageio_ffmpeg
+
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"{source}: no such video file")
+    try:
+        reader = imageio_ffmpeg.read_frames(str(source), pix_fmt="rgb24")
+        meta = reader.__next__()
+    except (RuntimeError, OSError, StopIteration) as error:
+        raise ValueError(f"{source}: unreadable video ({error})") from None
+    width, height = meta["size"]
+    fps = float(meta.get("fps") or 25.0)
+    count = None
+    duration = meta.get("duration")
+    if duration:
+        count = int(round(float(duration) * fps))
+
+    def frames() -> Iterator[np.ndarray]:
+        for raw in reader:
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()
+
+    return frames(), fps, count
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def video_info(path: str | os.PathLike[str]) -> dict[str, float | int]:
+    """Frame count and frame rate of a written video (for tests and reports)."""
+    frames, fps, _ = read_video(path)
+    count = sum(1 for _ in frames)
+    return {"frames": count, "fps": fps}
+
+
+def grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2, background: int = 255) -> np.ndarray:
+    """Tile equally-sized uint8 RGB images into a grid with white gaps."""
+    height, width = rows[0][0].shape[:2]
+    columns = max(len(row) for row in rows)
+    canvas = np.full((len(rows) * (height + gap) - gap, columns * (width + gap) - gap, 3), background, np.uint8)
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            canvas[r * (height + gap):r * (height + gap) + height, c * (width + gap):c * (width + gap) + width] = tile
+    return canvas
