@@ -22,6 +22,8 @@ examples:
   ganimation prepare data/synth                          # validate a dataset before training
   ganimation train --data data/synth --preset paper128 -o runs/exp1
   ganimation train -o runs/exp1 --resume                 # continue exactly where it stopped
+  torchrun --nproc_per_node 4 -m ganimation train --data data/synth -o runs/ddp   # data-parallel
+  ganimation convert net_epoch_30_id_G.pth -o model.safetensors   # import the authors' weights
   ganimation animate face.png --checkpoint runs/exp1 --au AU12=0.8 --au AU06=0.6 -o smile.png
   ganimation animate face.png --checkpoint runs/exp1 --expression happy --frames 24 --gif smile.gif --masks
 """
@@ -108,6 +110,33 @@ def _train_distributed(config, args: argparse.Namespace) -> int:  # type: ignore
     return 0
 
 
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="import weights of the authors' GANimation code or of ganimation_replicate",
+        description="Convert a generator .pth of the original GANimation code (net_epoch_<E>_id_G.pth) or "
+                    "of the 2018 replication (<epoch>_net_gen.pth) into a model file. The critic file "
+                    "beside it (..._id_D.pth / ..._net_dis.pth) is included when found. See docs/checkpoints.md.")
+    parser.add_argument("source", metavar="SRC", help="generator checkpoint (.pth)")
+    parser.add_argument("-o", "--output", required=True, metavar="DST", help="model file to write (.safetensors)")
+    parser.add_argument("--discriminator", metavar="D.pth", help="critic checkpoint (default: found beside SRC)")
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
+    parser.add_argument("--image-size", type=int, help="image size when there is no critic file (default 128)")
+    parser.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from ganimation.convert import convert_checkpoint
+    from ganimation.checkpoint import read_model_file
+
+    path = convert_checkpoint(args.source, args.output, discriminator=args.discriminator, half=args.half,
+                              image_size=args.image_size)
+    config, tensors, _ = read_model_file(path)
+    has_critic = any(key.startswith("discriminator.") for key in tensors)
+    print(f"model: {path} ({config.image_size} px, {config.num_aus} AUs, "
+          f"{'with' if has_critic else 'without'} critic{', float16' if args.half else ''})")
+    return 0
+
+
 def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("prepare", help="validate a dataset and report what was found")
     parser.add_argument("data", help="dataset folder")
@@ -163,9 +192,19 @@ def _add_animate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mp4", help="write the interpolation as an MP4 video")
     parser.add_argument("--fps", type=float, default=12.0)
     parser.add_argument("--masks", action="store_true", help="also save the attention and colour masks")
-    parser.add_argument("--crop", action="store_true", help="the input is already a face crop: no detection")
+    parser.add_argument("--timeline", help="JSON keyframes (time -> AUs or expression) rendered to -o VIDEO")
+    parser.add_argument("--crop", action="store_true", help="the input is already an aligned face crop: no detection")
+    _add_face_options(parser)
     parser.add_argument("--device", default="auto")
     parser.set_defaults(handler=_run_animate)
+
+
+def _add_face_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--face", default="largest",
+                        help="which face of a photo: largest (default), all, or an index (0 = leftmost)")
+    parser.add_argument("--allow-no-face", action="store_true",
+                        help="when no face is found, copy the input to the output instead of failing")
+    parser.add_argument("--min-face", type=float, default=48, help="refuse faces narrower than this (pixels)")
 
 
 def target_aus_from_args(args: argparse.Namespace) -> np.ndarray:
@@ -187,18 +226,21 @@ def _run_animate(args: argparse.Namespace) -> int:
     from ganimation.files import load_image, save_image
     from ganimation.inference import GANimation
 
-    target = target_aus_from_args(args)
-    source = aus_from_mapping(parse_au_assignments(args.source_au))
     if not (args.output or args.gif or args.mp4):
         raise ValueError("nothing to write: give -o OUT.png, --gif OUT.gif or --mp4 OUT.mp4")
     if (args.gif or args.mp4) and args.frames < 2:
         args.frames = 24
+    from ganimation.video import is_video
+
+    if not args.crop and (is_video(args.image) or args.timeline):
+        return _animate_video(args)
+    target = target_aus_from_args(args)
+    source = aus_from_mapping(parse_au_assignments(args.source_au)) if args.source_au else None
     image = load_image(args.image)
     model = GANimation.load(args.checkpoint, device=args.device)
     if not args.crop:
-        from ganimation.animation import animate_photo_command
-
-        return animate_photo_command(model, image, source, target, args)
+        return _animate_photo(model, image, source, target, args)
+    source = source if source is not None else np.zeros_like(target)
     if args.output:
         result = model.animate(image, target)
         output = save_image(args.output, result.image)
@@ -216,6 +258,179 @@ def _run_animate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _which(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _photo_animator(model, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ganimation.animation import PhotoAnimator
+
+    return PhotoAnimator(model, which=_which(args.face), min_face=args.min_face)
+
+
+def _copy_when_no_face(args: argparse.Namespace, error: Exception) -> int:
+    """--allow-no-face: the output is the input, unchanged; otherwise the error stands."""
+    import shutil
+
+    from ganimation.faces import NoFaceError
+
+    if not (args.allow_no_face and isinstance(error, NoFaceError)):
+        raise error
+    from ganimation.files import atomic_output
+
+    for path in (args.output, args.gif, args.mp4):
+        if path and Path(path).suffix.lower() == Path(args.image).suffix.lower():
+            with atomic_output(path) as temp:
+                shutil.copyfile(args.image, temp)
+            print(f"no face found; copied input to {path}")
+    return 0
+
+
+def _animate_photo(model, image: np.ndarray, source: np.ndarray | None, target: np.ndarray,  # type: ignore[no-untyped-def]
+                   args: argparse.Namespace) -> int:
+    from ganimation.faces import FaceError
+    from ganimation.files import save_image
+    from ganimation.video import write_video
+
+    animator = _photo_animator(model, args)
+    try:
+        if args.output:
+            edit = animator.edit(image, target, source=args.image)
+            output = save_image(args.output, edit.image)
+            print(f"edited: {output} ({len(edit.faces)} face(s))")
+            if args.masks:
+                attention = edit.attention_map()
+                if attention is not None:
+                    grey = np.repeat((attention[..., None] * 255).round().astype(np.uint8), 3, axis=2)
+                    print(f"attention: {save_image(_suffixed(output, 'attention'), grey)}")
+                for number, face in enumerate(edit.faces):
+                    result = model.animate(face.crop, target)
+                    print(f"colour: {save_image(_suffixed(output, f'colour{number}'), result.colour)}")
+        if args.gif or args.mp4:
+            frames = list(animator.interpolation(image, target, args.frames, source, source=args.image))
+            for path in (args.gif, args.mp4):
+                if path:
+                    print(f"video: {write_video(path, frames, fps=args.fps)}")
+    except FaceError as error:
+        return _copy_when_no_face(args, error)
+    return 0
+
+
+def _animate_video(args: argparse.Namespace) -> int:
+    """A timeline over a photo, or a video whose every frame is edited."""
+    from ganimation.animation import edit_video_frames, read_timeline, timeline_aus
+    from ganimation.files import load_image
+    from ganimation.inference import GANimation
+    from ganimation.video import is_video, read_video, write_video
+    from tqdm import tqdm
+
+    output = args.output or args.mp4 or args.gif
+    model = GANimation.load(args.checkpoint, device=args.device)
+    if is_video(args.image):
+        frames, fps, count = read_video(args.image)
+        if args.timeline:
+            keyframes, _ = read_timeline(args.timeline)
+            sequence = timeline_aus(keyframes, fps)
+            aus_for_frame = lambda index: sequence[min(index, len(sequence) - 1)]  # noqa: E731
+        else:
+            target = target_aus_from_args(args)
+            aus_for_frame = lambda index: target  # noqa: E731
+        edited = edit_video_frames(model, tqdm(frames, total=count, desc="frames", unit="frame"), aus_for_frame,
+                                   min_face=args.min_face)
+        print(f"video: {write_video(output, edited, fps=fps)}")
+        return 0
+    keyframes, fps = read_timeline(args.timeline)
+    sequence = timeline_aus(keyframes, fps)
+    photo = load_image(args.image)
+    animator = _photo_animator(model, args)
+    from ganimation.faces import FaceError
+
+    try:
+        frames = list(tqdm(animator.frames(photo, sequence, source=args.image), total=len(sequence),
+                           desc="frames", unit="frame"))
+    except FaceError as error:
+        return _copy_when_no_face(args, error)
+    print(f"video: {write_video(output, frames, fps=fps)} ({len(frames)} frames at {fps:g} fps)")
+    return 0
+
+
+def _add_aus(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("aus", help="estimate the 17 AU intensities of each face in an image")
+    parser.add_argument("image")
+    parser.add_argument("--checkpoint", help="model file, checkpoint or run folder (default: bundled model)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--crop", action="store_true", help="the input is already an aligned face crop")
+    parser.add_argument("--face", default="all", help="which faces: all (default), largest, or an index")
+    parser.add_argument("--min-face", type=float, default=48)
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(handler=_run_aus)
+
+
+def _run_aus(args: argparse.Namespace) -> int:
+    from ganimation.aus import AU_DESCRIPTIONS, AU_NAMES
+    from ganimation.files import load_image
+    from ganimation.inference import GANimation
+
+    image = load_image(args.image)
+    model = GANimation.load(args.checkpoint, device=args.device)
+    if args.crop:
+        faces = [{"face": 0, "box": [0, 0, image.shape[1], image.shape[0]], "aus": model.estimate_aus(image)}]
+    else:
+        estimates = _photo_animator(model, args).estimate(image, source=args.image)
+        faces = [{"face": number, "box": [round(float(v), 1) for v in estimate.face.box], "aus": estimate.aus}
+                 for number, estimate in enumerate(estimates)]
+    if args.json:
+        print(json.dumps([{"face": face["face"], "box": face["box"],
+                           "aus": {name: round(float(value), 4) for name, value in zip(AU_NAMES, face["aus"])}}
+                          for face in faces], indent=2))
+        return 0
+    header = "AU    meaning               " + " ".join(f"face{face['face']:<3d}" for face in faces)
+    print(header)
+    for index, name in enumerate(AU_NAMES):
+        values = " ".join(f"{float(face['aus'][index]):7.3f}" for face in faces)
+        print(f"{name}  {AU_DESCRIPTIONS[name]:<22s}{values}")
+    return 0
+
+
+def _add_reenact(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("reenact", help="drive a photo with the per-frame AUs of an OpenFace CSV")
+    parser.add_argument("image", help="photo (or aligned crop with --crop)")
+    parser.add_argument("--driving-aus", required=True, help="OpenFace FeatureExtraction CSV (frame, AU*_r)")
+    parser.add_argument("-o", "--output", required=True, help="video to write (.mp4 or .gif)")
+    parser.add_argument("--checkpoint", help="model file, checkpoint or run folder (default: bundled model)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the driving video and the output")
+    parser.add_argument("--smooth", type=int, default=1, help="moving-average window over frames (1 = none)")
+    parser.add_argument("--crop", action="store_true")
+    _add_face_options(parser)
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(handler=_run_reenact)
+
+
+def _run_reenact(args: argparse.Namespace) -> int:
+    from ganimation.animation import driving_aus
+    from ganimation.files import load_image
+    from ganimation.inference import GANimation
+    from ganimation.video import write_video
+    from tqdm import tqdm
+
+    sequence = driving_aus(args.driving_aus, smoothing=args.smooth)
+    image = load_image(args.image)
+    model = GANimation.load(args.checkpoint, device=args.device)
+    if args.crop:
+        frames = [result.image for result in model.animate_batch(image, sequence)]
+    else:
+        from ganimation.faces import FaceError
+
+        try:
+            frames = list(tqdm(_photo_animator(model, args).frames(image, sequence, source=args.image),
+                               total=len(sequence), desc="frames", unit="frame"))
+        except FaceError as error:
+            args.gif = args.mp4 = None
+            return _copy_when_no_face(args, error)
+    print(f"video: {write_video(args.output, frames, fps=args.fps)} ({len(frames)} frames at {args.fps:g} fps)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ganimation", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
@@ -224,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_prepare, _add_synth, _add_animate):
+    for add in (_add_train, _add_prepare, _add_synth, _add_animate, _add_aus, _add_reenact, _add_convert):
         add(subparsers)
     return parser
 
