@@ -56,9 +56,17 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB view of any Pillow mode: alpha composited on white, 16-bit and float rescaled."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        values = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(values.max(initial=0.0))
+        if image.mode.startswith("I;16"):
+            top = 65535.0
+        elif image.mode == "F" and peak <= 1.0:
+            top = 1.0  # floating-point images conventionally hold [0, 1]
+        elif peak > 255.0:
+            top = max(65535.0, peak)
+        else:
+            top = 255.0
+        values = np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
         image = Image.fromarray(values, mode="L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -81,6 +89,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             opened.load()
             image = ImageOps.exif_transpose(opened)
             rgb = _to_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{source}: image too large ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"{source}: unreadable image ({error.__class__.__name__}: {error})") from None
     if rgb.width < 1 or rgb.height < 1:

@@ -1,0 +1,973 @@
+"""Whole photos in, whole photos out: find faces, align them to the model's crop, paste edits back.
+
+GANimation edits a small square face crop (128 x 128 by default) with the eyes level and the face
+at a fixed scale. Users have whole photos, so this module
+
+1. detects faces (:class:`HaarFaceDetector`, behind the small :class:`FaceDetector` protocol),
+2. aligns each one with a similarity transform to the crop convention (:func:`align_face`),
+3. lets a callback edit the crop (:func:`edit_photo`), and
+4. warps the edit back and blends it in with a feathered mask (:func:`paste_back`) so that
+   every pixel outside the mask is bit-for-bit the original and no seam shows.
+
+The crop convention is fixed by :data:`EYE_DISTANCE_FRACTION` and :data:`EYE_HEIGHT_FRACTION`;
+:func:`crop_faces_for_training` crops training data the same way, so that what the model learns
+on matches what it is given here. Video uses :class:`FaceTracker` to keep one face and smooth its
+alignment over time. See ``docs/faces.md``.
+
+Coordinates are in pixels with pixel centres at integer positions (OpenCV's convention); boxes are
+``(x0, y0, x1, y1)`` with ``x1 - x0`` the width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# Crop convention (shared by inference and training-data preparation)
+# --------------------------------------------------------------------------------------------
+
+#: Distance between the two eye centres as a fraction of the crop side. With 0.30 the face from
+#: cheek to cheek spans about two thirds of the crop (a face is ~2.2 eye distances wide).
+EYE_DISTANCE_FRACTION = 0.30
+#: Height of the eye centres below the crop's top edge as a fraction of the crop side. With the
+#: eyes at 0.38 the brows sit near 0.30 and the chin near 0.87 (chin ~1.65 eye distances below the
+#: eyes), so the whole face from brows to chin fits with a small margin and room for a jaw drop.
+EYE_HEIGHT_FRACTION = 0.38
+#: Default crop side in pixels (GANimation's training resolution).
+DEFAULT_CROP_SIZE = 128
+#: Extra border around the conventional crop, as a fraction of the crop side on each side.
+#: 0 is the training convention; a positive margin zooms out about the crop centre.
+DEFAULT_MARGIN = 0.0
+#: Width of the soft edge of the paste-back mask, as a fraction of the crop side.
+DEFAULT_FEATHER = 0.05
+#: Faces narrower than this (detector box width, in photo pixels) are refused: the model would
+#: only see an upscaled blur and the result would look worse than the input.
+MIN_FACE_SIZE = 48
+
+#: Where a frontal Haar box puts the eyes when the eye detector finds none: fractions of the box
+#: (measured on OpenCV's frontal-face cascades, whose boxes run from brow to mouth).
+_ESTIMATED_EYE_X = (0.27, 0.73)
+_ESTIMATED_EYE_Y = 0.38
+
+Which = int | Literal["largest", "all"]
+Point = tuple[float, float]
+Box = tuple[float, float, float, float]
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class FaceError(ValueError):
+    """Base class of the face-finding errors a command line turns into one-line messages."""
+
+
+class NoFaceError(FaceError):
+    """The detector found no face in the photo."""
+
+
+class FaceTooSmallError(FaceError):
+    """Faces were found but are too small for the model to edit well."""
+
+
+class FaceIndexError(FaceError, IndexError):
+    """A face index beyond the number of faces found."""
+
+
+def _in_source(source: str | Path | None) -> str:
+    return f" in {Path(source).name}" if source is not None else " in the photo"
+
+
+# --------------------------------------------------------------------------------------------
+# Faces and detectors
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Face:
+    """A detected face in photo pixel coordinates.
+
+    ``left_eye`` is the eye on the image's left (the person's right eye). ``eyes_estimated`` is
+    true when the eye positions come from fixed box proportions rather than an eye detector.
+    """
+
+    box: Box
+    left_eye: Point
+    right_eye: Point
+    score: float = 1.0
+    eyes_estimated: bool = False
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> float:
+        """Box width: the number the minimum-size check uses."""
+        return self.width
+
+    @property
+    def center(self) -> Point:
+        return ((self.box[0] + self.box[2]) / 2.0, (self.box[1] + self.box[3]) / 2.0)
+
+    def scaled(self, factor: float) -> Face:
+        """The same face in an image resized by ``factor`` (pixel-centre correct)."""
+
+        def point(p: Point) -> Point:
+            return ((p[0] + 0.5) * factor - 0.5, (p[1] + 0.5) * factor - 0.5)
+
+        x0, y0, x1, y1 = self.box
+        return dataclasses.replace(
+            self,
+            box=(x0 * factor, y0 * factor, x1 * factor, y1 * factor),
+            left_eye=point(self.left_eye),
+            right_eye=point(self.right_eye),
+        )
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """Anything that finds faces in an RGB ``uint8`` image.
+
+    Implementations return faces sorted left to right (by box ``x0``), so that a face index given
+    by a user means the same face whichever detector is used.
+    """
+
+    def detect(self, rgb: np.ndarray) -> list[Face]: ...
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    array = np.asarray(rgb)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB image of shape (H, W, 3), got {array.dtype} {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError("empty image")
+    return array
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area_a = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
+    area_b = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _overlap_of_smaller(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area: catches a small box nested in a big one."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
+
+
+def non_max_suppression(
+    boxes: Sequence[Box], scores: Sequence[float], iou_threshold: float = 0.3, nested_threshold: float = 0.6
+) -> list[int]:
+    """Indices of the boxes kept, best score first; a box overlapping a better one is dropped.
+
+    Two cascades (and several scales of one) report the same face with slightly different boxes,
+    and a face part can fire inside a face; both kinds of duplicate are removed.
+    """
+    order = sorted(range(len(boxes)), key=lambda i: -scores[i])
+    kept: list[int] = []
+    for index in order:
+        if all(
+            box_iou(boxes[index], boxes[other]) <= iou_threshold
+            and _overlap_of_smaller(boxes[index], boxes[other]) <= nested_threshold
+            for other in kept
+        ):
+            kept.append(index)
+    return kept
+
+
+def estimated_eyes(box: Box) -> tuple[Point, Point]:
+    """Eye centres guessed from a frontal face box with fixed proportions."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    y = y0 + _ESTIMATED_EYE_Y * h
+    return (x0 + _ESTIMATED_EYE_X[0] * w, y), (x0 + _ESTIMATED_EYE_X[1] * w, y)
+
+
+class HaarFaceDetector:
+    """Frontal face detector on OpenCV's bundled Haar cascades, with Haar eye localisation.
+
+    Chosen because the cascades ship inside the ``opencv-python-headless`` wheel: nothing to
+    download, no extra dependency, works with NumPy 2 (see docs/faces.md). Frontal faces up to
+    about 15 degrees of roll and 30 degrees of yaw are found; profiles are not.
+
+    A single Haar cascade fires on textures (coins, craters) now and then, so a face is accepted
+    only when both frontal cascades agree on it (each with at least ``min_support`` neighbouring
+    hits) and the total hit count reaches ``min_score``, or ``min_score_without_eyes`` when the
+    eye cascades find no plausible pair of eyes in it. The score is that total hit count.
+
+    Large photos are searched on a copy whose longer side is ``max_side`` (faces in them are big,
+    and the cascade's cost grows with the pixel count); small photos are upscaled towards
+    ``min_side`` so that a tiny face is still found, and then reported as too small rather than
+    as missing. Faces narrower than ``min_window`` pixels at detection scale are not searched
+    for (in a 4000 px photo searched at 1024 px that is about 94 px). Eyes are searched at a
+    fixed face resolution cut from the full-size photo.
+    """
+
+    FACE_CASCADES: tuple[str, str] = ("haarcascade_frontalface_alt2.xml", "haarcascade_frontalface_default.xml")
+    EYE_CASCADES: tuple[str, ...] = ("haarcascade_eye.xml", "haarcascade_eye_tree_eyeglasses.xml")
+    #: Face width (pixels) at which eyes are searched.
+    EYE_SEARCH_FACE_WIDTH = 200
+
+    def __init__(
+        self,
+        *,
+        max_side: int = 1024,
+        min_side: int = 480,
+        max_upscale: float = 8.0,
+        scale_factor: float = 1.1,
+        min_support: int = 3,
+        min_score: float = 12.0,
+        min_score_without_eyes: float = 30.0,
+        min_window: int = 24,
+        nms_iou: float = 0.3,
+        cascade_dir: str | Path | None = None,
+    ) -> None:
+        self.max_side = int(max_side)
+        self.min_side = int(min_side)
+        self.max_upscale = float(max_upscale)
+        self.scale_factor = float(scale_factor)
+        self.min_support = int(min_support)
+        self.min_score = float(min_score)
+        self.min_score_without_eyes = float(min_score_without_eyes)
+        self.min_window = int(min_window)
+        self.nms_iou = float(nms_iou)
+        folder = Path(cascade_dir) if cascade_dir is not None else Path(cv2.data.haarcascades)
+        self._faces = [self._load(folder / name) for name in self.FACE_CASCADES]
+        self._eyes = [self._load(folder / name) for name in self.EYE_CASCADES]
+
+    @staticmethod
+    def _load(path: Path) -> cv2.CascadeClassifier:
+        classifier = cv2.CascadeClassifier(str(path))
+        if classifier.empty():
+            raise RuntimeError(f"cannot load the OpenCV cascade {path}; is opencv-python-headless installed intact?")
+        return classifier
+
+    def detection_scale(self, shape: tuple[int, ...]) -> float:
+        """Factor from photo to the copy the face cascades run on."""
+        longest = max(shape[0], shape[1])
+        if longest > self.max_side:
+            return self.max_side / longest
+        if longest < self.min_side:
+            return min(self.max_upscale, self.min_side / longest)
+        return 1.0
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        image = _check_rgb(rgb)
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        factor = self.detection_scale(gray.shape)
+        small = gray
+        if factor != 1.0:
+            size = (max(1, round(gray.shape[1] * factor)), max(1, round(gray.shape[0] * factor)))
+            small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+        hits = self._face_hits(cv2.equalizeHist(small))
+        faces = []
+        for box, supports in self._candidates(hits):
+            if min(supports) < self.min_support or sum(supports) < self.min_score:
+                continue
+            box = (box[0] / factor, box[1] / factor, box[2] / factor, box[3] / factor)
+            eyes = self._find_eyes(gray, box)
+            if eyes is None and sum(supports) < self.min_score_without_eyes:
+                logger.debug("rejecting face candidate %s: support %s and no eyes", box, supports)
+                continue
+            left, right = eyes if eyes is not None else estimated_eyes(box)
+            faces.append(Face(box, left, right, float(sum(supports)), eyes_estimated=eyes is None))
+        faces.sort(key=lambda face: face.box[0])
+        logger.debug("Haar detector: %d face(s) at detection scale %.3f", len(faces), factor)
+        return faces
+
+    def _face_hits(self, gray: np.ndarray) -> list[list[tuple[Box, float]]]:
+        """Per face cascade, its grouped hits as ``(box, neighbour count)``."""
+        min_size = self.min_window
+        per_cascade = []
+        for classifier in self._faces:
+            found, counts = classifier.detectMultiScale2(
+                gray, scaleFactor=self.scale_factor, minNeighbors=1, minSize=(min_size, min_size)
+            )
+            per_cascade.append([
+                ((float(x), float(y), float(x + w), float(y + h)), float(count))
+                for (x, y, w, h), count in zip(np.asarray(found).reshape(-1, 4), np.asarray(counts).reshape(-1))
+            ])
+        return per_cascade
+
+    def _candidates(self, hits: list[list[tuple[Box, float]]]) -> list[tuple[Box, tuple[float, ...]]]:
+        """Distinct face boxes (NMS over all cascades) with each cascade's support for them."""
+        flat = [hit for cascade in hits for hit in cascade]
+        boxes = [box for box, _ in flat]
+        kept = non_max_suppression(boxes, [count for _, count in flat], self.nms_iou)
+        candidates = []
+        for index in kept:
+            box = boxes[index]
+            supports = tuple(
+                max((count for other, count in cascade if box_iou(box, other) >= 0.4), default=0.0) for cascade in hits
+            )
+            candidates.append((box, supports))
+        return candidates
+
+    def _find_eyes(self, gray: np.ndarray, box: Box) -> tuple[Point, Point] | None:
+        """Eye centres from the eye cascades in the face's upper half, or ``None`` if unsure."""
+        x0, y0, x1, y1 = box
+        width = x1 - x0
+        top, bottom = y0 + 0.15 * (y1 - y0), y0 + 0.6 * (y1 - y0)
+        ix0, iy0 = max(0, math.floor(x0)), max(0, math.floor(top))
+        ix1, iy1 = min(gray.shape[1], math.ceil(x1)), min(gray.shape[0], math.ceil(bottom))
+        if ix1 - ix0 < 8 or iy1 - iy0 < 4:
+            return None
+        zoom = self.EYE_SEARCH_FACE_WIDTH / width
+        region = gray[iy0:iy1, ix0:ix1]
+        size = (max(1, round(region.shape[1] * zoom)), max(1, round(region.shape[0] * zoom)))
+        region = cv2.equalizeHist(
+            cv2.resize(region, size, interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_CUBIC)
+        )
+        zoom_x, zoom_y = size[0] / (ix1 - ix0), size[1] / (iy1 - iy0)
+        min_eye = round(0.12 * self.EYE_SEARCH_FACE_WIDTH)
+        max_eye = round(0.40 * self.EYE_SEARCH_FACE_WIDTH)
+        for classifier in self._eyes:
+            found, counts = classifier.detectMultiScale2(
+                region, scaleFactor=1.1, minNeighbors=3, minSize=(min_eye, min_eye), maxSize=(max_eye, max_eye)
+            )
+            candidates = [
+                ((float(ix0 + (x + w / 2) / zoom_x), float(iy0 + (y + h / 2) / zoom_y)), float(count))
+                for (x, y, w, h), count in zip(np.asarray(found).reshape(-1, 4), np.asarray(counts).reshape(-1))
+            ]
+            eyes = self._pick_eye_pair(candidates, box)
+            if eyes is not None:
+                return eyes
+        return None
+
+    @staticmethod
+    def _pick_eye_pair(candidates: list[tuple[Point, float]], box: Box) -> tuple[Point, Point] | None:
+        """The best plausible pair: one eye per box half, sensible distance, roughly level."""
+        x0, _, x1, _ = box
+        width = x1 - x0
+        middle = (x0 + x1) / 2.0
+        lefts = [c for c in candidates if c[0][0] < middle]
+        rights = [c for c in candidates if c[0][0] >= middle]
+        best: tuple[float, Point, Point] | None = None
+        for left, left_score in lefts:
+            for right, right_score in rights:
+                distance = right[0] - left[0]
+                if not 0.25 * width <= distance <= 0.7 * width:
+                    continue
+                if abs(right[1] - left[1]) > 0.5 * distance:
+                    continue
+                # Eyes sit symmetric about the box centre in a frontal face.
+                asymmetry = abs((left[0] + right[0]) / 2.0 - middle) / width
+                score = left_score + right_score - 20.0 * asymmetry * (left_score + right_score)
+                if best is None or score > best[0]:
+                    best = (score, left, right)
+        return None if best is None else (best[1], best[2])
+
+
+def default_detector() -> FaceDetector:
+    """The detector used when none is given (a fresh one: cascades are not shared across threads)."""
+    return HaarFaceDetector()
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing faces
+# --------------------------------------------------------------------------------------------
+
+
+def select_faces(
+    faces: Sequence[Face], which: Which | str = "largest", *, min_face: float = MIN_FACE_SIZE, source: str | Path | None = None
+) -> list[Face]:
+    """The faces to edit: ``"largest"``, ``"all"`` (those big enough) or one by index (left to right).
+
+    Raises :class:`NoFaceError`, :class:`FaceTooSmallError` or :class:`FaceIndexError` with a
+    message naming ``source`` (the photo's file name) when given.
+    """
+    where = _in_source(source)
+    if isinstance(which, str) and which.strip().lstrip("-").isdigit():
+        which = int(which)
+    if not faces:
+        raise NoFaceError(f"no face found{where}")
+    if which == "all":
+        chosen = [face for face in faces if face.size >= min_face]
+        if not chosen:
+            _raise_too_small(max(faces, key=lambda face: face.size), min_face, where, len(faces))
+        if len(chosen) < len(faces):
+            logger.warning("skipping %d face(s) smaller than %d px%s", len(faces) - len(chosen), min_face, where)
+        return chosen
+    if which == "largest":
+        face = max(faces, key=lambda face: face.size)
+    elif isinstance(which, int) and not isinstance(which, bool):
+        if not 0 <= which < len(faces):
+            count = f"{len(faces)} face{'s' if len(faces) != 1 else ''} found{where}"
+            raise FaceIndexError(f"face index {which} is out of range: {count} (valid: 0 to {len(faces) - 1}, left to right)")
+        face = faces[which]
+    else:
+        raise ValueError(f"which face: expected an index, 'largest' or 'all', got {which!r}")
+    if face.size < min_face:
+        _raise_too_small(face, min_face, where, len(faces))
+    return [face]
+
+
+def _raise_too_small(face: Face, min_face: float, where: str, count: int) -> None:
+    largest = " (the largest of them)" if count > 1 else ""
+    raise FaceTooSmallError(
+        f"face too small{where}: {face.size:.0f} px wide{largest}, at least {min_face:.0f} px is needed; "
+        "use a larger photo or one taken closer"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Alignment
+# --------------------------------------------------------------------------------------------
+
+
+def crop_eye_positions(size: int = DEFAULT_CROP_SIZE, margin: float = DEFAULT_MARGIN) -> tuple[Point, Point]:
+    """Where the convention puts the (image-left, image-right) eye centres in a crop."""
+    zoom = 1.0 / (1.0 + 2.0 * margin)
+    half_distance = 0.5 * EYE_DISTANCE_FRACTION * zoom * size
+    center_x = (size - 1) / 2.0
+    eye_y = (size - 1) / 2.0 + (EYE_HEIGHT_FRACTION - 0.5) * zoom * size
+    return (center_x - half_distance, eye_y), (center_x + half_distance, eye_y)
+
+
+def alignment_matrix(face: Face, size: int = DEFAULT_CROP_SIZE, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """2 x 3 similarity transform from photo to crop putting the eyes where the convention says."""
+    (lx, ly), (rx, ry) = face.left_eye, face.right_eye
+    dx, dy = rx - lx, ry - ly
+    distance = math.hypot(dx, dy)
+    if not math.isfinite(distance) or distance < 1e-3:
+        raise ValueError(f"cannot align a face whose eyes coincide: {face.left_eye}, {face.right_eye}")
+    (tlx, tly), (trx, _) = crop_eye_positions(size, margin)
+    scale = (trx - tlx) / distance
+    cos, sin = scale * dx / distance, scale * dy / distance
+    linear = np.array([[cos, sin], [-sin, cos]])
+    source_mid = np.array([(lx + rx) / 2.0, (ly + ry) / 2.0])
+    target_mid = np.array([(tlx + trx) / 2.0, tly])
+    return np.hstack([linear, (target_mid - linear @ source_mid)[:, None]])
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2 x 3 matrix of ``outer(inner(x))``."""
+    full = np.vstack([outer, [0.0, 0.0, 1.0]]) @ np.vstack([inner, [0.0, 0.0, 1.0]])
+    return full[:2]
+
+
+def _translation(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty]])
+
+
+def _resize_matrix(fx: float, fy: float) -> np.ndarray:
+    """Matrix taking resized-image pixels to original pixels for ``cv2.resize`` by ``(fx, fy)``."""
+    return np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1.0 / fy, 0.5 / fy - 0.5]])
+
+
+def _footprint(matrix: np.ndarray, width: float, height: float, shape: tuple[int, ...], pad: int) -> tuple[int, int, int, int] | None:
+    """Integer bounding box (clipped to ``shape``) of a ``width x height`` rectangle mapped by ``matrix``."""
+    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
+    mapped = corners @ matrix[:, :2].T + matrix[:, 2]
+    x0 = max(0, math.floor(mapped[:, 0].min()) - pad)
+    y0 = max(0, math.floor(mapped[:, 1].min()) - pad)
+    x1 = min(shape[1], math.ceil(mapped[:, 0].max()) + pad + 1)
+    y1 = min(shape[0], math.ceil(mapped[:, 1].max()) + pad + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignedFace:
+    """A face crop in the model's convention and the transforms between it and the photo."""
+
+    crop: np.ndarray  #: ``uint8 (size, size, 3)``
+    matrix: np.ndarray  #: 2 x 3, photo pixels -> crop pixels
+    inverse: np.ndarray  #: 2 x 3, crop pixels -> photo pixels
+    face: Face
+    source_shape: tuple[int, int]  #: ``(height, width)`` of the photo
+    margin: float = DEFAULT_MARGIN
+
+    @property
+    def size(self) -> int:
+        return int(self.crop.shape[0])
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per photo pixel (below 1 when the face is larger in the photo than in the crop)."""
+        return float(math.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
+
+def align_face(rgb: np.ndarray, face: Face, size: int = DEFAULT_CROP_SIZE, margin: float = DEFAULT_MARGIN) -> AlignedFace:
+    """Cut ``face`` out of ``rgb`` as a ``size x size`` crop: eyes level, at the convention's places.
+
+    Only the region the crop covers is resampled, so large photos cost no more than small ones;
+    when the face is much larger than the crop the region is first shrunk with area averaging
+    (a plain warp would alias), then warped with bicubic interpolation. Parts of the crop beyond
+    the photo's edge repeat the edge pixels.
+    """
+    image = _check_rgb(rgb)
+    if size < 8:
+        raise ValueError(f"crop size must be at least 8 px, got {size}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    matrix = alignment_matrix(face, size, margin)
+    inverse = cv2.invertAffineTransform(matrix)
+    region = _footprint(inverse, size, size, image.shape, pad=3)
+    if region is None:
+        raise ValueError("the face lies outside the photo")
+    x0, y0, x1, y1 = region
+    patch = image[y0:y1, x0:x1]
+    to_crop = _compose(matrix, _translation(x0, y0))
+    scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
+    if scale < 0.8:
+        shrunk = (max(1, round(patch.shape[1] * scale)), max(1, round(patch.shape[0] * scale)))
+        fx, fy = shrunk[0] / patch.shape[1], shrunk[1] / patch.shape[0]
+        patch = cv2.resize(patch, shrunk, interpolation=cv2.INTER_AREA)
+        to_crop = _compose(to_crop, _resize_matrix(fx, fy))
+    crop = cv2.warpAffine(
+        np.ascontiguousarray(patch), to_crop, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+    )
+    return AlignedFace(crop, matrix, inverse, face, (image.shape[0], image.shape[1]), margin)
+
+
+def crop_faces_for_training(
+    rgb: np.ndarray,
+    *,
+    size: int = DEFAULT_CROP_SIZE,
+    detector: FaceDetector | None = None,
+    min_face: float = MIN_FACE_SIZE,
+    margin: float = DEFAULT_MARGIN,
+) -> list[np.ndarray]:
+    """Every face big enough in ``rgb``, cropped exactly as inference crops it (left to right)."""
+    faces = (detector if detector is not None else default_detector()).detect(rgb)
+    return [align_face(rgb, face, size, margin).crop for face in faces if face.size >= min_face]
+
+
+# --------------------------------------------------------------------------------------------
+# Paste back
+# --------------------------------------------------------------------------------------------
+
+
+def blend_mask(size: int, feather: float = DEFAULT_FEATHER) -> np.ndarray:
+    """Soft ``float32 (size, size)`` mask in crop space: 1 over the face, 0 near the crop's edge.
+
+    A rounded square (superellipse, exponent 4) keeps the jaw corners fully inside, unlike an
+    ellipse; its edge is blurred over ``feather * size`` pixels so no seam shows. The mask is
+    exactly 0 within 1.5 px of the crop border, so nothing outside the crop is ever touched and
+    the crop's replicated border never shows.
+    """
+    if not 0 <= feather < 0.2:
+        raise ValueError(f"feather must be in [0, 0.2), got {feather}")
+    half_width = max(1, round(feather * size))
+    radius = size / 2.0 - 2.0 - half_width
+    if radius <= 1:
+        raise ValueError(f"crop of {size} px is too small for a feather of {feather}")
+    coords = (np.arange(size, dtype=np.float64) - (size - 1) / 2.0) / radius
+    inside = (np.abs(coords)[None, :] ** 4 + np.abs(coords)[:, None] ** 4) <= 1.0
+    kernel = 2 * half_width + 1
+    mask = cv2.GaussianBlur(inside.astype(np.float32), (kernel, kernel), half_width / 2.0, borderType=cv2.BORDER_CONSTANT)
+    mask[mask < 1e-4] = 0.0
+    return np.clip(mask, 0.0, 1.0)
+
+
+def _as_uint8_rgb(image: Any, what: str) -> np.ndarray:
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[2] != 3:
+        array = np.transpose(array, (1, 2, 0))
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] != array.shape[1]:
+        raise ValueError(f"{what}: expected a square RGB image (S, S, 3), got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{what}: contains NaN or infinity")
+        if array.min(initial=0.0) < -1e-3:
+            raise ValueError(f"{what}: negative pixel values (a [-1, 1] model output?); give uint8 or [0, 1] floats")
+        top = 1.0 if array.max(initial=0.0) <= 1.0 + 1e-6 else 255.0
+        return np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
+    raise ValueError(f"{what}: expected uint8 (or float in [0, 1]) pixels, got {array.dtype}")
+
+
+def _crop_to_photo(aligned: AlignedFace, crop_size: int) -> np.ndarray:
+    """Matrix from a (possibly resized) edited crop's pixels to photo pixels."""
+    if crop_size == aligned.size:
+        return aligned.inverse
+    factor = crop_size / aligned.size
+    return _compose(aligned.inverse, _resize_matrix(factor, factor))
+
+
+def _paste_region(shape: tuple[int, ...], to_photo: np.ndarray, crop_size: int) -> tuple[int, int, int, int] | None:
+    return _footprint(to_photo, crop_size, crop_size, shape, pad=2)
+
+
+def paste_back(
+    original_rgb: np.ndarray,
+    aligned: AlignedFace,
+    edited_crop: np.ndarray,
+    feather: float = DEFAULT_FEATHER,
+    *,
+    blend: Literal["replace", "residual"] = "replace",
+) -> np.ndarray:
+    """The photo with ``edited_crop`` warped back into place and blended in with a soft mask.
+
+    Pixels where the warped mask is 0 are the original's, bit for bit; work is done only inside
+    the mask's bounding box, so large photos stay fast. ``blend="replace"`` puts the edited
+    pixels in; ``blend="residual"`` adds only the change (edited crop minus the unedited crop),
+    which keeps the photo's own detail where the face is much larger than the crop and the model
+    changed nothing (an identity edit then returns the photo unchanged).
+    The edited crop may have any square size; it is taken to cover the same region.
+    """
+    photo = _check_rgb(original_rgb)
+    if photo.shape[:2] != tuple(aligned.source_shape):
+        raise ValueError(f"photo of shape {photo.shape[:2]} is not the one aligned ({aligned.source_shape})")
+    if blend not in ("replace", "residual"):
+        raise ValueError(f"blend must be 'replace' or 'residual', got {blend!r}")
+    edited = _as_uint8_rgb(edited_crop, "edited crop")
+    crop_size = edited.shape[0]
+    to_photo = _crop_to_photo(aligned, crop_size)
+    region = _paste_region(photo.shape, to_photo, crop_size)
+    result = photo.copy()
+    if region is None:
+        return result
+    x0, y0, x1, y1 = region
+    to_region = _compose(_translation(-x0, -y0), to_photo)
+    dsize = (x1 - x0, y1 - y0)
+    mask = cv2.warpAffine(blend_mask(crop_size, feather), to_region, dsize, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = _warp_crop(edited, to_region, dsize)
+    base = photo[y0:y1, x0:x1].astype(np.float32)
+    if blend == "residual":
+        unedited = aligned.crop if crop_size == aligned.size else cv2.resize(aligned.crop, (crop_size, crop_size), interpolation=cv2.INTER_AREA)
+        change = warped - _warp_crop(unedited, to_region, dsize)
+    else:
+        change = warped - base
+    blended = np.clip(np.rint(base + mask[..., None] * change), 0, 255).astype(np.uint8)
+    touched = mask > 0
+    result[y0:y1, x0:x1][touched] = blended[touched]
+    return result
+
+
+def _warp_crop(crop: np.ndarray, matrix: np.ndarray, dsize: tuple[int, int]) -> np.ndarray:
+    return cv2.warpAffine(crop, matrix, dsize, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+
+
+def _as_attention(attention: Any) -> np.ndarray:
+    array = np.squeeze(np.asarray(attention, dtype=np.float32))
+    if array.ndim != 2 or array.shape[0] != array.shape[1]:
+        raise ValueError(f"attention: expected a square (S, S) map, got shape {np.shape(attention)}")
+    if not np.isfinite(array).all():
+        raise ValueError("attention: contains NaN or infinity")
+    return np.clip(array, 0.0, 1.0)
+
+
+def paste_attention(
+    base: np.ndarray,
+    aligned: AlignedFace,
+    attention: np.ndarray,
+    feather: float = DEFAULT_FEATHER,
+) -> np.ndarray:
+    """Warp a crop's attention map (``(S, S)`` floats in [0, 1]) into a full-size ``float32`` map.
+
+    ``base`` is the full-size map to draw on (e.g. ``np.ones(photo.shape[:2])``: GANimation's
+    attention is 1 where the input is kept), blended with the same soft mask as the image.
+    """
+    canvas = np.array(base, dtype=np.float32, copy=True)
+    if canvas.shape[:2] != tuple(aligned.source_shape) or canvas.ndim != 2:
+        raise ValueError(f"attention canvas must be (H, W) = {aligned.source_shape}, got {canvas.shape}")
+    values = _as_attention(attention)
+    to_photo = _crop_to_photo(aligned, values.shape[0])
+    region = _paste_region(canvas.shape, to_photo, values.shape[0])
+    if region is None:
+        return canvas
+    x0, y0, x1, y1 = region
+    to_region = _compose(_translation(-x0, -y0), to_photo)
+    dsize = (x1 - x0, y1 - y0)
+    mask = cv2.warpAffine(blend_mask(values.shape[0], feather), to_region, dsize, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpAffine(values, to_region, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    window = canvas[y0:y1, x0:x1]
+    window += mask * (warped - window)
+    return canvas
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-photo editing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EditedFace:
+    """One face of a :class:`PhotoEdit`: where it was, its crop, the model's output, the transform."""
+
+    face: Face
+    aligned: AlignedFace
+    edited: np.ndarray  #: ``uint8 (S, S, 3)``, as returned by the edit function
+    attention: np.ndarray | None = None  #: ``float32 (S, S)`` in [0, 1] when the edit gave one
+
+    @property
+    def box(self) -> Box:
+        return self.face.box
+
+    @property
+    def crop(self) -> np.ndarray:
+        return self.aligned.crop
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.aligned.matrix
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoEdit:
+    """The edited photo and what was done to each face."""
+
+    image: np.ndarray  #: ``uint8 (H, W, 3)``
+    faces: list[EditedFace]
+    feather: float = DEFAULT_FEATHER
+
+    def attention_map(self, fill: float = 1.0) -> np.ndarray | None:
+        """Full-size ``float32`` attention (``fill`` away from faces), or ``None`` if no edit gave one."""
+        if not any(face.attention is not None for face in self.faces):
+            return None
+        canvas = np.full(self.image.shape[:2], fill, dtype=np.float32)
+        for face in self.faces:
+            if face.attention is not None:
+                canvas = paste_attention(canvas, face.aligned, face.attention, self.feather)
+        return canvas
+
+
+EditResult = np.ndarray | Any
+EditFunction = Callable[[np.ndarray], EditResult]
+
+
+def _unpack_edit(result: EditResult) -> tuple[np.ndarray, np.ndarray | None]:
+    """Accept a plain crop or an object with ``.image`` (and optionally ``.attention``)."""
+    if hasattr(result, "image") and not isinstance(result, np.ndarray):
+        image = _as_uint8_rgb(result.image, "edit result .image")
+        attention = getattr(result, "attention", None)
+        return image, None if attention is None else _as_attention(attention)
+    return _as_uint8_rgb(result, "edit result"), None
+
+
+def edit_photo(
+    rgb: np.ndarray,
+    edit_fn: EditFunction,
+    which: Which | str = "largest",
+    size: int = DEFAULT_CROP_SIZE,
+    detector: FaceDetector | None = None,
+    min_face: float = MIN_FACE_SIZE,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    feather: float = DEFAULT_FEATHER,
+    blend: Literal["replace", "residual"] = "replace",
+    source: str | Path | None = None,
+) -> PhotoEdit:
+    """Detect faces, edit the chosen ones' aligned crops with ``edit_fn``, paste the edits back.
+
+    ``edit_fn`` gets a ``uint8 (size, size, 3)`` crop and returns either such an array or an
+    object with ``.image`` (and optionally ``.attention``). All crops are cut from the original
+    photo before any edit is pasted, so overlapping faces do not see each other's edits.
+    ``source`` (the file name) only serves error messages.
+    """
+    photo = _check_rgb(rgb)
+    faces = (detector if detector is not None else default_detector()).detect(photo)
+    chosen = select_faces(faces, which, min_face=min_face, source=source)
+    aligned_faces = [align_face(photo, face, size, margin) for face in chosen]
+    result = photo
+    edited_faces = []
+    for aligned in aligned_faces:
+        edited, attention = _unpack_edit(edit_fn(aligned.crop.copy()))
+        result = paste_back(result, aligned, edited, feather, blend=blend)
+        edited_faces.append(EditedFace(aligned.face, aligned, edited, attention))
+    return PhotoEdit(result if result is not photo else photo.copy(), edited_faces, feather)
+
+
+# --------------------------------------------------------------------------------------------
+# Video: one smoothed face track
+# --------------------------------------------------------------------------------------------
+
+
+class OneEuroFilter:
+    """One-euro filter (Casiez et al., CHI 2012) on a vector: smooth when still, quick when moving.
+
+    The cutoff frequency rises with the signal's speed, so a face held still does not jitter and
+    a turning head is followed without lag.
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.5, derivative_cutoff: float = 1.0) -> None:
+        self.min_cutoff = float(min_cutoff)
+        self.beta = float(beta)
+        self.derivative_cutoff = float(derivative_cutoff)
+        self._value: np.ndarray | None = None
+        self._speed: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self) -> None:
+        self._value = None
+        self._speed = None
+
+    def __call__(self, value: np.ndarray, dt: float) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        if self._value is None or dt <= 0:
+            self._value = value.copy()
+            self._speed = np.zeros_like(value)
+            return value.copy()
+        speed = (value - self._value) / dt
+        alpha_d = self._alpha(self.derivative_cutoff, dt)
+        self._speed = self._speed + alpha_d * (speed - self._speed)
+        cutoff = self.min_cutoff + self.beta * np.abs(self._speed)
+        alpha = self._alpha(cutoff, dt)
+        self._value = self._value + alpha * (value - self._value)
+        return self._value.copy()
+
+
+class FaceTracker:
+    """Follows one face through a video and smooths its alignment so the crop does not jitter.
+
+    Feed it each frame's detections with :meth:`update` (``None`` on frames where detection was
+    skipped), or frames with :meth:`track`, which runs ``detector`` every ``detect_every`` frames.
+    The tracked face is the detection overlapping the previous one most (the largest face to
+    start with); when detection fails the last good face is held for up to ``max_missed``
+    frames, after which the track is lost (``None``) and restarts on the next detection.
+
+    Smoothing runs a one-euro filter on the eye midpoint, the log of the eye distance, the roll
+    angle and the box, all in units of the face's size, so the same settings suit any resolution.
+    """
+
+    def __init__(
+        self,
+        detector: FaceDetector | None = None,
+        *,
+        fps: float = 25.0,
+        detect_every: int = 1,
+        max_missed: int = 5,
+        min_cutoff: float = 0.8,
+        beta: float = 2.0,
+        min_iou: float = 0.2,
+    ) -> None:
+        if detect_every < 1:
+            raise ValueError("detect_every must be >= 1")
+        self.detector = detector
+        self.fps = float(fps)
+        self.detect_every = int(detect_every)
+        self.max_missed = int(max_missed)
+        self.min_iou = float(min_iou)
+        self._filter = OneEuroFilter(min_cutoff, beta)
+        self._frame = -1
+        self._last_time: float | None = None
+        self._raw: Face | None = None
+        self._smoothed: Face | None = None
+        self._reference = 1.0
+        self._missed = 0
+
+    @property
+    def face(self) -> Face | None:
+        """The current smoothed face, or ``None`` when no face is tracked."""
+        return self._smoothed
+
+    def reset(self) -> None:
+        self._filter.reset()
+        self._raw = self._smoothed = None
+        self._last_time = None
+        self._missed = 0
+
+    def track(self, rgb: np.ndarray) -> Face | None:
+        """Process the next frame: detect when scheduled (or when lost), then :meth:`update`."""
+        if self.detector is None:
+            raise ValueError("FaceTracker.track needs a detector; use update() with your own detections")
+        next_frame = self._frame + 1
+        due = next_frame % self.detect_every == 0 or self._smoothed is None
+        return self.update(self.detector.detect(rgb) if due else None)
+
+    def update(self, faces: Sequence[Face] | None, timestamp: float | None = None) -> Face | None:
+        """Advance one frame with its detections (``None``: not detected this frame)."""
+        self._frame += 1
+        time = timestamp if timestamp is not None else self._frame / self.fps
+        if faces is None:
+            return self._smoothed
+        match = self._associate(faces)
+        if match is None:
+            self._missed += 1
+            if self._missed > self.max_missed:
+                logger.debug("face track lost at frame %d", self._frame)
+                self.reset()
+            return self._smoothed
+        if self._smoothed is None:
+            self._reference = max(match.width, 1.0)
+        dt = 0.0 if self._last_time is None else time - self._last_time
+        self._last_time = time
+        self._missed = 0
+        self._raw = match
+        state = self._filter(self._encode(match), dt)
+        self._smoothed = self._decode(state, match)
+        return self._smoothed
+
+    def _associate(self, faces: Sequence[Face]) -> Face | None:
+        if not faces:
+            return None
+        if self._raw is None:
+            return max(faces, key=lambda face: face.size)
+        last = self._raw
+        best = max(faces, key=lambda face: box_iou(face.box, last.box))
+        if box_iou(best.box, last.box) >= self.min_iou:
+            return best
+        # A fast move can drop the overlap; accept the nearest face within half a face width.
+        nearest = min(faces, key=lambda face: math.dist(face.center, last.center))
+        return nearest if math.dist(nearest.center, last.center) <= 0.5 * last.width else None
+
+    def _encode(self, face: Face) -> np.ndarray:
+        (lx, ly), (rx, ry) = face.left_eye, face.right_eye
+        ref = self._reference
+        angle = math.atan2(ry - ly, rx - lx)
+        cx, cy = face.center
+        return np.array([
+            (lx + rx) / 2.0 / ref, (ly + ry) / 2.0 / ref,
+            math.log(max(math.hypot(rx - lx, ry - ly), 1e-3) / ref), angle,
+            cx / ref, cy / ref, math.log(max(face.width, 1e-3) / ref), math.log(max(face.height, 1e-3) / ref),
+        ])
+
+    def _decode(self, state: np.ndarray, face: Face) -> Face:
+        ref = self._reference
+        mx, my, log_distance, angle, cx, cy, log_w, log_h = state
+        half = 0.5 * math.exp(log_distance) * ref
+        dx, dy = half * math.cos(angle), half * math.sin(angle)
+        mx, my, cx, cy = mx * ref, my * ref, cx * ref, cy * ref
+        w, h = math.exp(log_w) * ref, math.exp(log_h) * ref
+        return Face(
+            box=(cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0),
+            left_eye=(mx - dx, my - dy),
+            right_eye=(mx + dx, my + dy),
+            score=face.score,
+            eyes_estimated=face.eyes_estimated,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Sample photo
+# --------------------------------------------------------------------------------------------
+
+
+def sample_photo_path() -> Path:
+    """Path of the bundled sample photo (NASA astronaut portrait, public domain, via scikit-image)."""
+    return Path(str(resources.files("ganimation").joinpath("assets", "sample_photo.jpg")))
