@@ -163,6 +163,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             if lowered in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
+        if isinstance(value, (bool, dict, list)):
+            raise ValueError(value)  # `epochs: yes` or `lr: [1]` is a mistake, not 1 or "[1]"
         if annotation is int or text_type.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
@@ -177,7 +179,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 def apply_mapping(config: Any, values: dict[str, Any], prefix: str = "") -> None:
     """Lay a nested mapping over a dataclass instance, refusing unknown keys."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(values).__name__}")
     hints = get_type_hints(type(config))
     for key, value in values.items():
         dotted = f"{prefix}{key}"
@@ -191,6 +193,16 @@ def apply_mapping(config: Any, values: dict[str, Any], prefix: str = "") -> None
             setattr(config, key, _coerce(value, hints[key], dotted))
 
 
+def _field_type(config: Any, parts: list[str]) -> Any:
+    """Declared type of the field at ``parts`` (None when the path names no field)."""
+    target = config
+    for part in parts[:-1]:
+        target = getattr(target, part, None)
+        if not dataclasses.is_dataclass(target):
+            return None
+    return get_type_hints(type(target)).get(parts[-1])
+
+
 def apply_override(config: Config, assignment: str) -> None:
     """Apply ``section.key=value`` (e.g. ``optim.epochs=5``); the value is parsed as YAML."""
     if "=" not in assignment:
@@ -201,6 +213,12 @@ def apply_override(config: Config, assignment: str) -> None:
         parsed = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         parsed = text
+    if _field_type(config, parts) is str and parsed is not None:
+        # A path or device is taken as written (unless quoted): YAML would turn `--data yes` into
+        # True, `0123` into 83, `my: faces` into a mapping and cut `runs #2` at the comment.
+        raw = text.strip()
+        quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" and isinstance(parsed, str)
+        parsed = parsed if quoted else raw
     nested: Any = parsed
     for part in reversed(parts):
         nested = {part: nested}

@@ -1,0 +1,245 @@
+"""The ``ganimation`` command in-process (``main([...])``), plus one real ``python -m`` run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_face
+from ganimation import cli
+from ganimation.checkpoint import MODEL_FILE, checkpoint_dirs
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ganimation ")
+    assert "error: " in lines[0]
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture
+def face(tmp_path: Path) -> Path:
+    return write_face(tmp_path / "face.png")
+
+
+def test_python_m_help() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "ganimation", "--help"], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: ganimation")
+    for command in ("train", "prepare", "animate"):
+        assert command in result.stdout
+    assert result.stderr == ""
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys)
+    assert code == 2 and "usage: ganimation" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from ganimation import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ganimation {__version__}"
+
+
+def test_end_to_end_train_then_animate(tmp_path: Path, dataset_dir: Path, face: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", "--data", str(dataset_dir), "-o", str(run_dir), "--preset", "smoke",
+                         "--steps", "4", "--no-progress", "--set", "run.device=cpu")
+    assert code == 0, err
+    assert f"model: {run_dir / MODEL_FILE}" in out
+    assert (run_dir / MODEL_FILE).is_file() and (run_dir / "config.yaml").is_file()
+    assert [p.name for p in checkpoint_dirs(run_dir)] == ["step_000000002", "step_000000004"]
+    saved = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    assert "max_steps: 4" in saved and f"root: {dataset_dir}" in saved
+
+    out_png = tmp_path / "out" / "out.png"
+    code, out, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(run_dir), "--au", "AU12=0.8",
+                         "-o", str(out_png), "--masks", "--device", "cpu")
+    assert code == 0, err
+    attention_png, colour_png = tmp_path / "out" / "out_attention.png", tmp_path / "out" / "out_colour.png"
+    for path in (out_png, attention_png, colour_png):
+        assert path.is_file() and str(path) in out
+        picture = np.asarray(Image.open(path))
+        assert picture.shape == (32, 32, 3) and picture.dtype == np.uint8
+    attention = np.asarray(Image.open(attention_png))
+    assert (attention[..., 0] == attention[..., 1]).all()  # a grey mask
+
+    gif = tmp_path / "out" / "smile.gif"
+    code, out, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(run_dir / MODEL_FILE),
+                         "--expression", "happy", "--frames", "4", "--gif", str(gif), "--device", "cpu")
+    assert code == 0, err
+    assert f"video: {gif}" in out
+    with Image.open(gif) as animation:
+        assert animation.format == "GIF"
+        assert animation.n_frames == 4
+        assert animation.size == (32, 32)
+    assert not out_png.with_name("smile.png").exists()
+
+    # --resume continues the same run from its newest checkpoint and config.
+    code, out, err = run(capsys, "train", "-o", str(run_dir), "--resume", "--steps", "5", "--no-progress")
+    assert code == 0, err
+    assert [p.name for p in checkpoint_dirs(run_dir)][-1] == "step_000000005"
+
+
+def test_animate_interpolation_from_source_aus(tmp_path: Path, trained_run: Path, face: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    gif = tmp_path / "sad.gif"
+    out_png = tmp_path / "sad.png"
+    code, out, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(trained_run),
+                         "--expression", "sad", "--intensity", "0.5", "--source-au", "AU12=0.4",
+                         "--au", "AU45=1", "--gif", str(gif), "-o", str(out_png), "--device", "cpu")
+    assert code == 0, err
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 24  # the default when --gif is given without --frames
+    assert out_png.is_file() and not (tmp_path / "sad_attention.png").exists()
+
+
+def test_prepare(dataset_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "prepare", str(dataset_dir))
+    assert code == 0, err
+    assert str(dataset_dir) in out
+    assert "images found:         24" in out
+    assert "train 20, test 4" in out
+    assert "Status: OK" in out
+
+
+def test_prepare_json(dataset_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    code, out, _ = run(capsys, "prepare", str(dataset_dir), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True
+    assert report["num_images"] == 24 and report["train_size"] == 20 and report["test_size"] == 4
+
+
+def test_prepare_empty_folder_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "prepare", str(tmp_path))
+    assert code == 1 and "NOT USABLE" in out
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_image(tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nobody.png"
+    code, _, err = run(capsys, "animate", str(missing), "--crop", "--checkpoint", str(trained_run),
+                       "--au", "AU12=0.8", "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "nobody.png", "no such image file")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_unreadable_image(tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    code, _, err = run(capsys, "animate", str(broken), "--crop", "--checkpoint", str(trained_run),
+                       "--au", "AU12=0.8", "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "broken.jpg", "unreadable image")
+
+
+def test_bad_au_name(tmp_path: Path, face: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(trained_run),
+                       "--au", "AU13=0.5", "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "AU13", "unknown action unit")
+
+
+def test_au_out_of_range(tmp_path: Path, face: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(trained_run),
+                       "--au", "AU12=1.7", "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "AU12=1.7", "within [0, 1]")
+
+
+def test_unknown_expression(tmp_path: Path, face: Path, trained_run: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(trained_run),
+                       "--expression", "smug", "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "unknown expression 'smug'")
+
+
+def test_no_target(tmp_path: Path, face: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(trained_run),
+                       "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "no target expression")
+
+
+def test_no_output(face: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(trained_run), "--au", "AU12=1")
+    assert_one_line_error(code, err, "nothing to write")
+
+
+def test_truncated_checkpoint(tmp_path: Path, face: Path, trained_run: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "cut.safetensors"
+    broken.write_bytes((trained_run / MODEL_FILE).read_bytes()[:2000])
+    code, _, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(broken), "--au", "AU12=0.8",
+                       "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "cut.safetensors", "truncated")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_missing_checkpoint(tmp_path: Path, face: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(tmp_path / "none"),
+                       "--au", "AU12=0.8", "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "none", "no such checkpoint")
+
+
+def test_train_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "train", "-o", str(tmp_path / "run"), "--preset", "smoke", "--no-progress")
+    assert_one_line_error(code, err, "no dataset given", "--data")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_unknown_config_key(tmp_path: Path, dataset_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "train", "--data", str(dataset_dir), "-o", str(tmp_path / "run"), "--preset",
+                       "smoke", "--set", "optim.learning_rate=1", "--no-progress")
+    assert_one_line_error(code, err, "unknown config key 'optim.learning_rate'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_bad_config_value(tmp_path: Path, dataset_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "train", "--data", str(dataset_dir), "-o", str(tmp_path / "run"), "--preset",
+                       "smoke", "--set", "data.batch_size=lots", "--no-progress")
+    assert_one_line_error(code, err, "data.batch_size")
+
+
+def test_train_unknown_preset(tmp_path: Path, dataset_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "train", "--data", str(dataset_dir), "-o", str(tmp_path / "run"),
+                       "--preset", "huge", "--no-progress")
+    assert_one_line_error(code, err, "unknown preset 'huge'")
+
+
+def test_train_missing_config_file(tmp_path: Path, dataset_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "train", "--data", str(dataset_dir), "--config", str(tmp_path / "exp.yaml"),
+                       "--no-progress")
+    assert_one_line_error(code, err, "exp.yaml", "no such config file")
+
+
+def test_debug_shows_traceback(tmp_path: Path, face: Path) -> None:
+    from ganimation.aus import AUError
+
+    with pytest.raises(AUError):
+        cli.main(["--debug", "animate", str(face), "--crop", "--au", "AU13=0.5", "-o", str(tmp_path / "o.png")])

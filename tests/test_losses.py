@@ -1,0 +1,174 @@
+"""Each loss on tiny tensors whose values are worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ganimation import losses
+
+
+def test_critic_wasserstein_loss() -> None:
+    real = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)  # mean 2
+    fake = torch.tensor([[-1.0, 0.0], [1.0, 4.0]]).view(1, 1, 2, 2)  # mean 1
+    assert losses.critic_wasserstein_loss(real, fake).item() == pytest.approx(1.0 - 2.0)
+    # The critic lowers it by scoring real above fake.
+    assert losses.critic_wasserstein_loss(fake, real).item() == pytest.approx(1.0)
+
+
+def test_critic_wasserstein_patch_maps() -> None:
+    real = torch.arange(8.0).view(2, 1, 2, 2)  # mean 3.5
+    fake = torch.full((2, 1, 2, 2), 0.5)
+    assert losses.critic_wasserstein_loss(real, fake).item() == pytest.approx(0.5 - 3.5)
+
+
+def test_generator_adversarial_loss() -> None:
+    fake = torch.tensor([[0.5, 1.5], [-2.0, 4.0]]).view(2, 1, 1, 2)  # mean 1
+    assert losses.generator_adversarial_loss(fake).item() == pytest.approx(-1.0)
+
+
+def test_au_regression_loss_is_mean_squared() -> None:
+    predicted = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+    target = torch.tensor([[1.0, 1.0], [0.0, 0.5]])
+    # squared errors 1, 0, 0.25, 0 -> mean 1.25 / 4
+    assert losses.au_regression_loss(predicted, target).item() == pytest.approx(0.3125)
+    assert losses.au_regression_loss(target, target).item() == 0.0
+
+
+def test_au_regression_loss_upcasts() -> None:
+    predicted = torch.tensor([[0.25, 0.75]], dtype=torch.bfloat16)
+    target = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    value = losses.au_regression_loss(predicted, target)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(0.0625)
+
+
+def test_total_variation_single_2x2() -> None:
+    # A = [[0, 1], [3, 7]]
+    # vertical:   (3-0)^2 + (7-1)^2 = 9 + 36 = 45
+    # horizontal: (1-0)^2 + (7-3)^2 = 1 + 16 = 17
+    attention = torch.tensor([[0.0, 1.0], [3.0, 7.0]]).view(1, 1, 2, 2)
+    assert losses.total_variation(attention).item() == pytest.approx(62.0)
+
+
+def test_total_variation_averages_over_batch() -> None:
+    first = torch.tensor([[0.0, 1.0], [3.0, 7.0]])  # 62, as above
+    # [[1, 1], [1, 3]]: vertical 0 + 4, horizontal 0 + 4 -> 8
+    second = torch.tensor([[1.0, 1.0], [1.0, 3.0]])
+    attention = torch.stack([first, second])[:, None]
+    assert attention.shape == (2, 1, 2, 2)
+    assert losses.total_variation(attention).item() == pytest.approx((62.0 + 8.0) / 2)
+
+
+def test_total_variation_constant_and_3x3() -> None:
+    assert losses.total_variation(torch.full((3, 1, 5, 5), 0.7)).item() == 0.0
+    # A checkerboard 3x3 of 0/1: every neighbour pair differs by 1: 6 vertical + 6 horizontal pairs.
+    board = (torch.arange(9).view(3, 3) % 2).float().view(1, 1, 3, 3)
+    assert losses.total_variation(board).item() == pytest.approx(12.0)
+
+
+def test_attention_loss_weights() -> None:
+    attention = torch.tensor([[0.0, 1.0], [3.0, 7.0]]).view(1, 1, 2, 2)  # TV 62, mean 11/4
+    assert losses.attention_loss(attention, 1.0, 0.0).item() == pytest.approx(62.0)
+    assert losses.attention_loss(attention, 0.0, 1.0).item() == pytest.approx(2.75)
+    assert losses.attention_loss(attention, 1e-5, 0.1).item() == pytest.approx(62.0 * 1e-5 + 0.275)
+    assert losses.attention_loss(attention, 2.0, 3.0).item() == pytest.approx(124.0 + 8.25)
+
+
+def test_attention_loss_gradient_pushes_mask_down() -> None:
+    attention = torch.full((1, 1, 4, 4), 0.5, requires_grad=True)
+    losses.attention_loss(attention, 0.0, 0.1).backward()
+    # d/dA of 0.1 * mean(A) = 0.1 / 16 on every pixel.
+    torch.testing.assert_close(attention.grad, torch.full((1, 1, 4, 4), 0.1 / 16))
+
+
+def test_identity_loss_l1() -> None:
+    reconstruction = torch.tensor([[0.0, 1.0], [-1.0, 0.5]]).view(1, 1, 2, 2)
+    image = torch.tensor([[1.0, 1.0], [1.0, 0.0]]).view(1, 1, 2, 2)
+    # |diffs| = 1, 0, 2, 0.5 -> mean 3.5 / 4 (L1, not squared: squared would give 5.25 / 4)
+    assert losses.identity_loss(reconstruction, image).item() == pytest.approx(0.875)
+    assert losses.identity_loss(image, image).item() == 0.0
+
+
+def _linear_critic(weight: torch.Tensor):
+    """D(x) = sum(w * x) per image, as a (B, 1, 1, 1) realness map."""
+    return lambda images: (images * weight).flatten(1).sum(1).view(-1, 1, 1, 1)
+
+
+def test_gradient_penalty_linear_critic() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(3, 4, 4)
+    norm = weight.norm().item()
+    real, fake = torch.rand(5, 3, 4, 4), torch.rand(5, 3, 4, 4)
+    penalty = losses.gradient_penalty(_linear_critic(weight), real, fake)
+    assert penalty.item() == pytest.approx((norm - 1.0) ** 2, rel=1e-5)
+
+
+def test_gradient_penalty_zero_for_unit_norm() -> None:
+    weight = torch.zeros(3, 2, 2)
+    weight[0, 0, 0], weight[1, 1, 1] = 0.6, 0.8  # ||w|| = 1
+    penalty = losses.gradient_penalty(_linear_critic(weight), torch.rand(4, 3, 2, 2), torch.rand(4, 3, 2, 2))
+    assert penalty.item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_gradient_penalty_has_gradients_wrt_critic() -> None:
+    weight = torch.full((1, 2, 2), 1.0, requires_grad=True)  # ||w|| = 2
+    penalty = losses.gradient_penalty(_linear_critic(weight), torch.rand(3, 1, 2, 2), torch.rand(3, 1, 2, 2))
+    assert penalty.item() == pytest.approx(1.0)
+    penalty.backward()
+    # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w|| = 2 * 1 * 1 / 2 = 1 per entry.
+    torch.testing.assert_close(weight.grad, torch.ones(1, 2, 2))
+
+
+def test_gradient_penalty_does_not_backprop_into_images() -> None:
+    weight = torch.full((1, 2, 2), 1.0)
+    real = torch.rand(2, 1, 2, 2, requires_grad=True)
+    fake = torch.rand(2, 1, 2, 2, requires_grad=True)
+    penalty = losses.gradient_penalty(_linear_critic(weight), real, fake)
+    assert not penalty.requires_grad  # w is constant and the images are detached
+    assert real.grad is None and fake.grad is None
+
+
+def test_gradient_penalty_respects_alpha() -> None:
+    # A quadratic critic D(x) = sum(x^2) / 2 has gradient x, so the norm is that of the interpolate.
+    def critic(images: torch.Tensor) -> torch.Tensor:
+        return (images ** 2).flatten(1).sum(1).view(-1, 1, 1, 1) / 2
+
+    real = torch.full((2, 1, 1, 4), 1.0)  # norm 2 per image
+    fake = torch.zeros(2, 1, 1, 4)
+    alpha = torch.tensor([1.0, 0.25]).view(2, 1, 1, 1)
+    # Interpolates: real (norm 2) and 0.25 * real (norm 0.5): ((2-1)^2 + (0.5-1)^2) / 2 = 0.625
+    assert losses.gradient_penalty(critic, real, fake, alpha=alpha).item() == pytest.approx(0.625)
+    alpha_zero = torch.zeros(2, 1, 1, 1)  # pure fakes: gradient 0, penalty (0 - 1)^2 = 1
+    assert losses.gradient_penalty(critic, real, fake, alpha=alpha_zero).item() == pytest.approx(1.0)
+
+
+def test_gradient_penalty_random_alpha_uses_torch_rng() -> None:
+    def critic(images: torch.Tensor) -> torch.Tensor:
+        return (images ** 2).flatten(1).sum(1).view(-1, 1, 1, 1) / 2
+
+    real, fake = torch.full((3, 1, 1, 4), 1.0), torch.zeros(3, 1, 1, 4)
+    torch.manual_seed(11)
+    first = losses.gradient_penalty(critic, real, fake).item()
+    torch.manual_seed(11)
+    expected_alpha = torch.rand(3, 1, 1, 1)
+    expected = ((2 * expected_alpha.flatten() - 1) ** 2).mean().item()
+    torch.manual_seed(11)
+    assert losses.gradient_penalty(critic, real, fake).item() == pytest.approx(first)
+    assert first == pytest.approx(expected, rel=1e-5)
+
+
+def test_gradient_penalty_on_real_discriminator_is_differentiable() -> None:
+    from ganimation.config import build_config
+    from ganimation.networks import build_networks
+
+    torch.manual_seed(0)
+    _, discriminator = build_networks(build_config("smoke").model)
+    real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    penalty = losses.gradient_penalty(lambda x: discriminator(x).realness, real, fake)
+    assert penalty.item() >= 0 and math.isfinite(penalty.item())
+    penalty.backward()
+    grad = discriminator.trunk[0].weight.grad
+    assert grad is not None and grad.abs().sum() > 0

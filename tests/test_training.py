@@ -1,0 +1,226 @@
+"""The trainer's phases: which network each step updates, target sampling, LR schedule, flips."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ganimation.config import build_config
+from ganimation.training import GANimationTrainer, Progress, sample_grid, to_uint8
+
+CPU = torch.device("cpu")
+CRITIC_KEYS = {"d/total", "d/wasserstein", "d/gradient_penalty", "d/au_real", "d/real_score", "d/fake_score"}
+GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/attention_mean"}
+
+
+def make_trainer(*overrides: str, pool: torch.Tensor | None = None, steps_per_epoch: int = 5) -> GANimationTrainer:
+    torch.manual_seed(0)
+    config = build_config("smoke", overrides=["run.device=cpu", *overrides])
+    if pool is None:
+        pool = torch.rand(10, 17, generator=torch.Generator().manual_seed(1))
+    return GANimationTrainer(config, pool, steps_per_epoch, CPU)
+
+
+def batch(size: int = 4, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(size, 3, 32, 32, generator=generator) * 2 - 1, torch.rand(size, 17, generator=generator)
+
+
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in module.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], module: nn.Module) -> list[str]:
+    return [key for key, value in module.state_dict().items() if not torch.equal(before[key], value)]
+
+
+def test_critic_and_generator_update_schedule() -> None:
+    trainer = make_trainer("optim.critic_steps=3")
+    images, aus = batch()
+    for index in range(3):
+        generator_before, critic_before = snapshot(trainer.generator), snapshot(trainer.discriminator)
+        metrics = trainer.train_step(images, aus)
+        critic_changed = changed(critic_before, trainer.discriminator)
+        generator_changed = changed(generator_before, trainer.generator)
+        # Every step is a critic step, and Adam moves every critic weight.
+        assert len(critic_changed) == len(critic_before), index
+        if index < 2:
+            assert generator_changed == [], index
+            assert set(metrics) == CRITIC_KEYS | {"lr"}
+            assert trainer.progress.generator_steps == 0
+        else:
+            # Step index critic_steps - 1: the generator step (all weights move under Adam).
+            assert len(generator_changed) == len(generator_before)
+            assert set(metrics) == CRITIC_KEYS | GENERATOR_KEYS | {"lr"}
+            assert trainer.progress.generator_steps == 1
+    assert trainer.progress.step == 3
+
+
+def test_generator_step_leaves_critic_trainable_and_untouched() -> None:
+    trainer = make_trainer()
+    images, aus = batch()
+    critic_before = snapshot(trainer.discriminator)
+    metrics = trainer.generator_step(images, aus)
+    assert changed(critic_before, trainer.discriminator) == []
+    assert all(parameter.requires_grad for parameter in trainer.discriminator.parameters())
+    assert set(metrics) == GENERATOR_KEYS
+    assert all(np.isfinite(value) for value in metrics.values())
+    assert 0.0 < metrics["g/attention_mean"] < 1.0
+
+
+def test_metric_values_are_consistent() -> None:
+    trainer = make_trainer("optim.critic_steps=1")
+    metrics = trainer.train_step(*batch())
+    weights = trainer.config.loss
+    assert metrics["d/wasserstein"] == pytest.approx(metrics["d/fake_score"] - metrics["d/real_score"], abs=1e-6)
+    assert metrics["d/total"] == pytest.approx(metrics["d/wasserstein"] + weights.lambda_gp * metrics["d/gradient_penalty"]
+                                               + weights.lambda_cond * metrics["d/au_real"], rel=1e-5)
+    assert metrics["g/total"] == pytest.approx(metrics["g/adversarial"] + weights.lambda_cond * metrics["g/au_fake"]
+                                               + metrics["g/attention"] + weights.lambda_idt * metrics["g/cycle"],
+                                               rel=1e-5)
+    assert metrics["d/gradient_penalty"] >= 0 and metrics["g/cycle"] >= 0
+
+
+def test_without_attention_no_attention_loss() -> None:
+    trainer = make_trainer("optim.critic_steps=1", "model.use_attention=false")
+    metrics = trainer.train_step(*batch())
+    assert metrics["g/attention"] == 0.0 and metrics["g/attention_mean"] == 0.0
+
+
+def test_sample_targets_near_pool() -> None:
+    # Pool rows far apart (0, 0.5, 1 everywhere), so each target's source row is unambiguous.
+    pool = torch.tensor([[0.0] * 17, [0.5] * 17, [1.0] * 17])
+    trainer = make_trainer(pool=pool)
+    targets = trainer.sample_targets(300)
+    assert targets.shape == (300, 17) and targets.dtype == torch.float32
+    assert targets.min() >= 0.0 and targets.max() <= 1.0
+    distance = (targets[:, None, :] - pool[None]).abs().amax(dim=2)  # (300, 3), L-inf to each row
+    nearest = distance.min(dim=1)
+    assert (nearest.values <= 0.1 + 1e-6).all()
+    assert set(nearest.indices.tolist()) == {0, 1, 2}  # rows are drawn at random, all of them
+    # The noise is really there and spans most of +-0.1 around the middle row.
+    middle = targets[nearest.indices == 1] - 0.5
+    assert middle.abs().max() > 0.09 and middle.min() < -0.05 and middle.max() > 0.05
+
+
+def test_sample_targets_without_noise_are_pool_rows() -> None:
+    pool = torch.rand(6, 17, generator=torch.Generator().manual_seed(3))
+    trainer = make_trainer("loss.target_noise=0", pool=pool)
+    targets = trainer.sample_targets(20)
+    matches = (targets[:, None, :] == pool[None]).all(dim=2)
+    assert matches.any(dim=1).all()
+
+
+def test_sample_targets_reproducible_from_seed() -> None:
+    first = make_trainer("run.seed=5").sample_targets(8)
+    second = make_trainer("run.seed=5").sample_targets(8)
+    third = make_trainer("run.seed=6").sample_targets(8)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, third)
+
+
+def test_learning_rate_schedule_function() -> None:
+    trainer = make_trainer("optim.epochs=2", "optim.decay_epochs=2", steps_per_epoch=5)
+    assert trainer.total_steps == 20
+    factor = trainer.generator_scheduler.lr_lambdas[0]
+    # Constant for 2 epochs (10 steps), then linear to 0 over the next 10.
+    assert [factor(step) for step in (0, 5, 9, 10)] == [1.0, 1.0, 1.0, 1.0]
+    assert factor(12) == pytest.approx(0.8)
+    assert factor(15) == pytest.approx(0.5)
+    assert factor(19) == pytest.approx(0.1)
+    assert factor(20) == 0.0
+    assert factor(25) == 0.0
+    assert trainer.discriminator_scheduler.lr_lambdas[0](15) == pytest.approx(0.5)
+
+
+def test_learning_rate_schedule_while_training() -> None:
+    trainer = make_trainer("optim.lr_discriminator=3e-4", steps_per_epoch=2)  # smoke: 1 + 1 epochs = 4 steps
+    assert trainer.total_steps == 4
+    images, aus = batch()
+    generator_lrs, critic_lrs = [], []
+    for _ in range(4):
+        generator_lrs.append(trainer.train_step(images, aus)["lr"])
+        critic_lrs.append(trainer.discriminator_optimizer.param_groups[0]["lr"])
+    # After step k the rate for step k applies: 1, 1 (decay starts at step 2), 1 - 1/2, 0.
+    assert generator_lrs == pytest.approx([1e-4, 1e-4, 0.5e-4, 0.0])
+    assert critic_lrs == pytest.approx([3e-4, 3e-4, 1.5e-4, 0.0])
+
+
+def test_no_decay_epochs_keeps_rate() -> None:
+    trainer = make_trainer("optim.decay_epochs=0", steps_per_epoch=3)
+    factor = trainer.generator_scheduler.lr_lambdas[0]
+    assert trainer.total_steps == 3
+    assert factor(0) == factor(2) == 1.0
+
+
+def test_epoch_counters() -> None:
+    trainer = make_trainer(steps_per_epoch=2)
+    images, aus = batch()
+    for _ in range(3):
+        trainer.train_step(images, aus)
+    assert trainer.progress == Progress(step=3, epoch=1, batch_in_epoch=1, generator_steps=1)
+
+
+def test_random_flip_disabled() -> None:
+    trainer = make_trainer("data.flip=false")
+    images, _ = batch(16)
+    state = trainer.rng.get_state()
+    assert torch.equal(trainer.random_flip(images), images)
+    assert torch.equal(trainer.rng.get_state(), state)  # no random draw consumed either
+
+
+def test_random_flip_enabled() -> None:
+    trainer = make_trainer()
+    images, _ = batch(32)
+    flipped = trainer.random_flip(images)
+    same = [torch.equal(flipped[i], images[i]) for i in range(32)]
+    mirrored = [torch.equal(flipped[i], images[i].flip(-1)) for i in range(32)]
+    assert all(a or b for a, b in zip(same, mirrored))
+    assert 4 <= sum(mirrored) <= 28  # about half, with a fixed seed
+
+
+def test_train_step_without_flip_sees_the_batch_unflipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer("data.flip=false")
+    images, aus = batch()
+    seen = []
+    monkeypatch.setattr(trainer, "critic_step", lambda x, y: seen.append(x) or {})
+    trainer.train_step(images, aus)
+    assert torch.equal(seen[0], images)
+
+
+def test_state_dict_round_trip() -> None:
+    trainer = make_trainer()
+    images, aus = batch()
+    for _ in range(3):
+        trainer.train_step(images, aus)
+    # A deep copy stands for the trip through torch.save: optimiser state dicts alias live tensors.
+    state = copy.deepcopy(trainer.state_dict())
+    other = make_trainer()
+    other.generator.load_state_dict(snapshot(trainer.generator))
+    other.discriminator.load_state_dict(snapshot(trainer.discriminator))
+    other.load_state_dict(copy.deepcopy(state))
+    assert other.progress == trainer.progress
+    assert torch.equal(other.rng.get_state(), trainer.rng.get_state())
+    torch.set_rng_state(state["torch_rng"])
+    expected = [trainer.train_step(images, aus) for _ in range(2)]  # the first one is a generator step
+    torch.set_rng_state(state["torch_rng"])
+    assert [other.train_step(images, aus) for _ in range(2)] == expected
+    assert set(expected[0]) >= GENERATOR_KEYS
+
+
+def test_sample_grid_layout() -> None:
+    trainer = make_trainer()
+    images, aus = batch(3)
+    grid = sample_grid(trainer.generator, images, aus, aus.roll(1, 0))
+    assert grid.shape == (3 * 32, 5 * 32, 3) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[32:64, :32], to_uint8(images)[1])  # first column: the inputs
+    assert trainer.generator.training  # mode restored
+
+
+def test_to_uint8() -> None:
+    values = torch.tensor([-1.0, 0.0, 1.0, 2.0, -3.0]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    assert to_uint8(values)[0, 0, :, 0].tolist() == [0, 128, 255, 255, 0]
