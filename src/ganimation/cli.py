@@ -72,8 +72,6 @@ def _run_train(args: argparse.Namespace) -> int:
         config = build_config(args.preset, config_file, overrides)
     if not config.data.root:
         raise ValueError("no dataset given: pass --data FOLDER")
-    if _is_main_process():
-        logger.info("config:\n%s", config.to_yaml())
     if torch_distributed_requested():
         return _train_distributed(config, args)
     model_path = train(config, resume=args.resume, show_progress=not args.no_progress)
@@ -85,12 +83,6 @@ def torch_distributed_requested() -> bool:
     import os
 
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _is_main_process() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _train_distributed(config, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
@@ -203,8 +195,13 @@ def _add_face_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face", default="largest",
                         help="which face of a photo: largest (default), all, or an index (0 = leftmost)")
     parser.add_argument("--allow-no-face", action="store_true",
-                        help="when no face is found, copy the input to the output instead of failing")
+                        help="when no face is found, write the input unchanged to the output (re-encoded if the "
+                             "output's format differs, a still clip for a video output) instead of failing")
     parser.add_argument("--min-face", type=float, default=48, help="refuse faces narrower than this (pixels)")
+    parser.add_argument("--blend", choices=("residual", "replace"), default="residual",
+                        help="how an edited face goes back into the photo: residual (default) adds only the "
+                             "model's change, so a model smaller than the face does not blur it; replace pastes "
+                             "the model's whole output crop")
 
 
 def target_aus_from_args(args: argparse.Namespace) -> np.ndarray:
@@ -263,94 +260,140 @@ def _which(text: str) -> int | str:
 
 
 def _photo_animator(model, args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from ganimation.animation import PhotoAnimator
+    from ganimation.animation import DEFAULT_BLEND, PhotoAnimator
 
-    return PhotoAnimator(model, which=_which(args.face), min_face=args.min_face)
+    return PhotoAnimator(model, which=_which(args.face), min_face=args.min_face,
+                         blend=getattr(args, "blend", DEFAULT_BLEND))
 
 
-def _copy_when_no_face(args: argparse.Namespace, error: Exception) -> int:
-    """--allow-no-face: the output is the input, unchanged; otherwise the error stands."""
+def _copy_when_no_face(args: argparse.Namespace, error: Exception, frames: int | None = None,
+                       fps: float | None = None) -> int:
+    """--allow-no-face: every output gets the input, unchanged; otherwise the error stands.
+
+    An output in the input's format gets the input's bytes; another image format gets the
+    input re-encoded; a video or GIF output gets a still clip of ``frames`` frames (default:
+    one second) at ``fps``.
+    """
     import shutil
+
+    from PIL import Image
 
     from ganimation.faces import NoFaceError
 
-    if not (args.allow_no_face and isinstance(error, NoFaceError)):
+    if not (getattr(args, "allow_no_face", False) and isinstance(error, NoFaceError)):
         raise error
-    from ganimation.files import atomic_output
+    from ganimation.animation import match_kind, photo_kind
+    from ganimation.files import atomic_output, load_image, save_image
+    from ganimation.video import is_animation, write_video
 
-    for path in (args.output, args.gif, args.mp4):
-        if path and Path(path).suffix.lower() == Path(args.image).suffix.lower():
+    source = Path(args.image)
+    formats = Image.registered_extensions()
+    outputs = dict.fromkeys(Path(path) for path in (getattr(args, "output", None), getattr(args, "gif", None),
+                                                    getattr(args, "mp4", None)) if path)
+    image = None
+    for path in outputs:
+        suffix = path.suffix.lower()
+        if suffix == source.suffix.lower() or (formats.get(suffix) is not None
+                                               and formats.get(suffix) == formats.get(source.suffix.lower())):
             with atomic_output(path) as temp:
-                shutil.copyfile(args.image, temp)
-            print(f"no face found; copied input to {path}")
+                shutil.copyfile(source, temp)
+        else:
+            image = image if image is not None else load_image(source)
+            if is_animation(path):
+                rate = fps or getattr(args, "fps", None) or 12.0
+                count = frames if frames and frames > 0 else max(2, round(rate))
+                write_video(path, (image for _ in range(count)), fps=rate)
+            else:
+                save_image(path, match_kind(image, photo_kind(source), suffix))
+        print(f"no face found in {source.name}: wrote the input unchanged to {path}")
     return 0
 
 
 def _animate_photo(model, image: np.ndarray, source: np.ndarray | None, target: np.ndarray,  # type: ignore[no-untyped-def]
                    args: argparse.Namespace) -> int:
+    """Edit the chosen face(s) of a photo: ``-o PHOTO`` gets the edit, ``--gif``/``--mp4`` (or ``-o
+    VIDEO``) an interpolation from each face as it is (its D_y estimate) to the target."""
+    from ganimation.animation import grey_frames, match_kind, photo_kind
     from ganimation.faces import FaceError
     from ganimation.files import save_image
-    from ganimation.video import write_video
+    from ganimation.video import is_animation, write_video
 
+    still = args.output if args.output and not is_animation(args.output) else None
+    clips = list(dict.fromkeys(path for path in (args.output if args.output and is_animation(args.output) else None,
+                                                 args.gif, args.mp4) if path))
+    frames = args.frames if args.frames >= 2 else 24
     animator = _photo_animator(model, args)
     try:
-        if args.output:
-            edit = animator.edit(image, target, source=args.image)
-            output = save_image(args.output, edit.image)
-            print(f"edited: {output} ({len(edit.faces)} face(s))")
-            if args.masks:
-                attention = edit.attention_map()
-                if attention is not None:
-                    grey = np.repeat((attention[..., None] * 255).round().astype(np.uint8), 3, axis=2)
-                    print(f"attention: {save_image(_suffixed(output, 'attention'), grey)}")
-                for number, face in enumerate(edit.faces):
-                    result = model.animate(face.crop, target)
-                    print(f"colour: {save_image(_suffixed(output, f'colour{number}'), result.colour)}")
-        if args.gif or args.mp4:
-            frames = list(animator.interpolation(image, target, args.frames, source, source=args.image))
-            for path in (args.gif, args.mp4):
-                if path:
-                    print(f"video: {write_video(path, frames, fps=args.fps)}")
+        aligned = animator.align(image, source=args.image)
     except FaceError as error:
-        return _copy_when_no_face(args, error)
+        return _copy_when_no_face(args, error, frames=frames if clips else None, fps=args.fps)
+    kind = photo_kind(args.image)
+    if still:
+        edit = animator.edit(image, target, aligned=aligned)
+        output = save_image(still, match_kind(edit.image, kind, Path(still).suffix))
+        print(f"edited: {output} ({len(edit.faces)} face(s))")
+        if args.masks:
+            attention = edit.attention_map()
+            if attention is not None:
+                grey = np.repeat((attention[..., None] * 255).round().astype(np.uint8), 3, axis=2)
+                print(f"attention: {save_image(_suffixed(output, 'attention'), grey)}")
+            for number, face in enumerate(edit.faces):
+                result = model.animate(face.crop, target)
+                print(f"colour: {save_image(_suffixed(output, f'colour{number}'), result.colour)}")
+    if clips:
+        sequence = list(grey_frames(animator.interpolation(image, target, frames, source, aligned=aligned), kind))
+        for path in clips:
+            print(f"video: {write_video(path, sequence, fps=args.fps)} ({len(sequence)} frames at {args.fps:g} fps)")
     return 0
 
 
 def _animate_video(args: argparse.Namespace) -> int:
-    """A timeline over a photo, or a video whose every frame is edited."""
-    from ganimation.animation import edit_video_frames, read_timeline, timeline_aus
-    from ganimation.files import load_image
-    from ganimation.inference import GANimation
-    from ganimation.video import is_video, read_video, write_video
+    """A timeline over a photo, or a video whose every frame is edited (its frame rate is kept)."""
     from tqdm import tqdm
 
-    output = args.output or args.mp4 or args.gif
-    model = GANimation.load(args.checkpoint, device=args.device)
+    from ganimation.animation import edit_video_frames, grey_frames, photo_kind, read_timeline, timeline_aus
+    from ganimation.faces import FaceError
+    from ganimation.files import load_image
+    from ganimation.inference import GANimation
+    from ganimation.video import is_animation, is_video, read_video, write_video
+
+    outputs = list(dict.fromkeys(path for path in (args.output, args.mp4, args.gif) if path))
+    for path in outputs:
+        if not is_animation(path):
+            what = "an edited video" if is_video(args.image) else "a timeline"
+            raise ValueError(f"{path}: {what} is written as a video: give an .mp4 or .gif output")
+    keyframes, timeline_fps = read_timeline(args.timeline) if args.timeline else (None, None)
     if is_video(args.image):
+        target = None if keyframes else target_aus_from_args(args)
+        if args.face != "largest":
+            logger.warning("--face %s is ignored for a video: the largest face is tracked", args.face)
+        model = GANimation.load(args.checkpoint, device=args.device)
         frames, fps, count = read_video(args.image)
-        if args.timeline:
-            keyframes, _ = read_timeline(args.timeline)
+        if keyframes:
             sequence = timeline_aus(keyframes, fps)
             aus_for_frame = lambda index: sequence[min(index, len(sequence) - 1)]  # noqa: E731
         else:
-            target = target_aus_from_args(args)
             aus_for_frame = lambda index: target  # noqa: E731
         edited = edit_video_frames(model, tqdm(frames, total=count, desc="frames", unit="frame"), aus_for_frame,
-                                   min_face=args.min_face)
-        print(f"video: {write_video(output, edited, fps=fps)}")
+                                   min_face=args.min_face, blend=args.blend, fps=fps,
+                                   require_face=not args.allow_no_face, source=args.image)
+        if len(outputs) > 1:
+            edited = list(edited)
+        for path in outputs:
+            print(f"video: {write_video(path, edited, fps=fps)} (at {fps:g} fps)")
         return 0
-    keyframes, fps = read_timeline(args.timeline)
-    sequence = timeline_aus(keyframes, fps)
+    sequence = timeline_aus(keyframes, timeline_fps)
     photo = load_image(args.image)
+    model = GANimation.load(args.checkpoint, device=args.device)
     animator = _photo_animator(model, args)
-    from ganimation.faces import FaceError
-
     try:
-        frames = list(tqdm(animator.frames(photo, sequence, source=args.image), total=len(sequence),
-                           desc="frames", unit="frame"))
+        aligned = animator.align(photo, source=args.image)
     except FaceError as error:
-        return _copy_when_no_face(args, error)
-    print(f"video: {write_video(output, frames, fps=fps)} ({len(frames)} frames at {fps:g} fps)")
+        return _copy_when_no_face(args, error, frames=len(sequence), fps=timeline_fps)
+    frames = list(grey_frames(tqdm(animator.frames(photo, sequence, aligned=aligned), total=len(sequence),
+                                   desc="frames", unit="frame"), photo_kind(args.image)))
+    for path in outputs:
+        print(f"video: {write_video(path, frames, fps=timeline_fps)} ({len(frames)} frames at {timeline_fps:g} fps)")
     return 0
 
 
@@ -367,28 +410,37 @@ def _add_aus(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_aus(args: argparse.Namespace) -> int:
+    """Print each face's 17 AU intensities (the critic's D_y head) as a table or as JSON."""
     from ganimation.aus import AU_DESCRIPTIONS, AU_NAMES
+    from ganimation.checkpoint import CheckpointError
     from ganimation.files import load_image
     from ganimation.inference import GANimation
 
     image = load_image(args.image)
     model = GANimation.load(args.checkpoint, device=args.device)
+    if model.discriminator is None:
+        raise CheckpointError(f"{model.source}: this model file has no critic, so it cannot estimate AUs")
     if args.crop:
-        faces = [{"face": 0, "box": [0, 0, image.shape[1], image.shape[0]], "aus": model.estimate_aus(image)}]
+        faces = [{"face": 0, "box": [0.0, 0.0, float(image.shape[1]), float(image.shape[0])],
+                  "aus": model.estimate_aus(image)}]
     else:
         estimates = _photo_animator(model, args).estimate(image, source=args.image)
-        faces = [{"face": number, "box": [round(float(v), 1) for v in estimate.face.box], "aus": estimate.aus}
-                 for number, estimate in enumerate(estimates)]
+        faces = [{"face": estimate.index, "box": [round(float(v), 1) for v in estimate.face.box], "aus": estimate.aus}
+                 for estimate in estimates]
     if args.json:
         print(json.dumps([{"face": face["face"], "box": face["box"],
                            "aus": {name: round(float(value), 4) for name, value in zip(AU_NAMES, face["aus"])}}
                           for face in faces], indent=2))
         return 0
-    header = "AU    meaning               " + " ".join(f"face{face['face']:<3d}" for face in faces)
-    print(header)
+    names = [f"face{face['face']}" for face in faces]
+    width = max(7, *(len(name) for name in names))
+    print(f"{'AU':<6}{'meaning':<22}" + " ".join(f"{name:>{width}}" for name in names))
     for index, name in enumerate(AU_NAMES):
-        values = " ".join(f"{float(face['aus'][index]):7.3f}" for face in faces)
-        print(f"{name}  {AU_DESCRIPTIONS[name]:<22s}{values}")
+        values = " ".join(f"{float(face['aus'][index]):>{width}.3f}" for face in faces)
+        print(f"{name:<6}{AU_DESCRIPTIONS[name]:<22}{values}")
+    print()
+    for name, face in zip(names, faces):
+        print(f"{name}: box x0,y0,x1,y1 = " + ",".join(f"{value:g}" for value in face["box"]))
     return 0
 
 
@@ -407,13 +459,26 @@ def _add_reenact(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_reenact(args: argparse.Namespace) -> int:
-    from ganimation.animation import driving_aus
-    from ganimation.files import load_image
-    from ganimation.inference import GANimation
-    from ganimation.video import write_video
+    """Drive a photo with the per-frame AUs of an OpenFace FeatureExtraction CSV.
+
+    The CSV's timing is kept: its frame numbers become seconds at the rate its timestamps imply
+    (``--fps`` when it has none), lost frames are interpolated, and the result is sampled at
+    ``--fps``, so the clip lasts as long as the driving video.
+    """
     from tqdm import tqdm
 
-    sequence = driving_aus(args.driving_aus, smoothing=args.smooth)
+    from ganimation.animation import driving_aus, driving_frame_rate, grey_frames, photo_kind
+    from ganimation.files import load_image
+    from ganimation.inference import GANimation
+    from ganimation.video import is_animation, write_video
+
+    if not is_animation(args.output):
+        raise ValueError(f"{args.output}: reenact writes a video: give an .mp4 or .gif output")
+    if args.smooth < 1:
+        raise ValueError(f"--smooth must be at least 1 frame, got {args.smooth}")
+    fps = args.fps
+    source_fps = driving_frame_rate(args.driving_aus) or fps
+    sequence = driving_aus(args.driving_aus, smoothing=args.smooth, fps=fps, source_fps=source_fps)
     image = load_image(args.image)
     model = GANimation.load(args.checkpoint, device=args.device)
     if args.crop:
@@ -421,13 +486,15 @@ def _run_reenact(args: argparse.Namespace) -> int:
     else:
         from ganimation.faces import FaceError
 
+        animator = _photo_animator(model, args)
         try:
-            frames = list(tqdm(_photo_animator(model, args).frames(image, sequence, source=args.image),
-                               total=len(sequence), desc="frames", unit="frame"))
+            aligned = animator.align(image, source=args.image)
         except FaceError as error:
             args.gif = args.mp4 = None
-            return _copy_when_no_face(args, error)
-    print(f"video: {write_video(args.output, frames, fps=args.fps)} ({len(frames)} frames at {args.fps:g} fps)")
+            return _copy_when_no_face(args, error, frames=len(sequence), fps=fps)
+        frames = grey_frames(tqdm(animator.frames(image, sequence, aligned=aligned), total=len(sequence),
+                                  desc="frames", unit="frame"), photo_kind(args.image))
+    print(f"video: {write_video(args.output, frames, fps=fps)} ({len(sequence)} frames at {fps:g} fps)")
     return 0
 
 

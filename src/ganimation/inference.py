@@ -78,7 +78,7 @@ def _to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {array.dtype} {array.shape}")
     if array.shape[:2] != (size, size):
-        array = np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.LANCZOS))
+        array = np.array(Image.fromarray(array).resize((size, size), Image.Resampling.LANCZOS))
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 127.5 - 1.0
     return tensor[None]
 
