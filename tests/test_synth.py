@@ -1,0 +1,223 @@
+"""Tests of the procedural face world: determinism, AU locality/continuity/distinctness, data set."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganimation import synth
+from ganimation.aus import AU_NAMES, NUM_AUS, OPENFACE_COLUMNS, OPENFACE_SCALE, AUError
+
+SIZE = 96
+#: Identities with different hair styles, glasses and backgrounds (checked in test_identity_mix).
+SEEDS = (1, 2, 10)
+#: Lanczos reduction spreads an edge over about 3 output pixels.
+SPREAD = 3
+
+
+def identity(seed: int) -> synth.Identity:
+    return synth.sample_identity(np.random.default_rng(seed))
+
+
+def only(name: str, value: float) -> np.ndarray:
+    aus = np.zeros(NUM_AUS)
+    aus[AU_NAMES.index(name)] = value
+    return aus
+
+
+def change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel change summed over the colour channels."""
+    return np.abs(a.astype(np.int32) - b.astype(np.int32)).sum(axis=-1).astype(np.float64)
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    padded = np.pad(mask, radius)
+    out = np.zeros_like(mask)
+    height, width = mask.shape
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out |= padded[dy:dy + height, dx:dx + width]
+    return out
+
+
+@pytest.fixture(scope="module")
+def renders() -> dict[int, dict[str, dict[float, np.ndarray]]]:
+    """Every AU alone at 0 (neutral), 0.3, 0.6 and 1.0 for each test identity."""
+    result: dict[int, dict[str, dict[float, np.ndarray]]] = {}
+    for seed in SEEDS:
+        person = identity(seed)
+        neutral = synth.render_face(person, np.zeros(NUM_AUS), SIZE)
+        result[seed] = {name: {0.0: neutral, **{v: synth.render_face(person, only(name, v), SIZE) for v in (0.3, 0.6, 1.0)}}
+                        for name in AU_NAMES}
+    return result
+
+
+def test_identity_mix() -> None:
+    people = [identity(seed) for seed in SEEDS]
+    assert len({p.hair_style for p in people}) == 3
+    assert any(p.glasses != "none" for p in people)
+    many = [identity(seed) for seed in range(60)]
+    assert {p.hair_style for p in many} == set(synth.HAIR_STYLES)
+    assert {p.background for p in many} == set(synth.BACKGROUND_KINDS)
+    assert {p.glasses for p in many} == set(synth.GLASSES_KINDS)
+    darkness = [sum(p.skin) / 3 for p in many]
+    assert min(darkness) < 90 and max(darkness) > 200, "skin tones should span a wide range"
+
+
+@pytest.mark.parametrize("size", [32, 77, 128, 512])
+def test_render_shape_and_type(size: int) -> None:
+    image = synth.render_face(identity(0), synth.sample_aus(np.random.default_rng(0)), size)
+    assert image.shape == (size, size, 3) and image.dtype == np.uint8
+    assert image.std() > 10, "a face, not a flat image"
+
+
+def test_deterministic() -> None:
+    person, aus = identity(3), synth.sample_aus(np.random.default_rng(5))
+    first = synth.render_face(person, aus, 128)
+    synth.render_face(identity(4), np.ones(NUM_AUS), 128)  # no state carried between calls
+    assert np.array_equal(first, synth.render_face(person, aus, 128))
+    assert np.array_equal(first, synth.render_face(synth.Identity.from_dict(person.to_dict()), aus.tolist(), 128))
+    assert not np.array_equal(first, synth.render_face(identity(6), aus, 128))
+    assert identity(3) == person and identity(3) != identity(6)
+
+
+def test_bad_inputs() -> None:
+    person = identity(0)
+    for size in (31, 513, 64.5, True):
+        with pytest.raises(ValueError):
+            synth.render_face(person, np.zeros(NUM_AUS), size)  # type: ignore[arg-type]
+    with pytest.raises(AUError):
+        synth.render_face(person, np.zeros(NUM_AUS - 1))
+    with pytest.raises(AUError):
+        synth.render_face(person, np.full(NUM_AUS, 1.5))
+    with pytest.raises(ValueError):
+        synth.Identity.from_dict({**person.to_dict(), "extra": 1})
+    with pytest.raises(ValueError):
+        synth.Identity(**{**person.to_dict(), "hair_style": "mohawk"})
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_each_au_changes_its_region_only(renders, seed: int) -> None:
+    masks = synth.au_region_masks(identity(seed), SIZE)
+    assert list(masks) == list(AU_NAMES)
+    for name in AU_NAMES:
+        diff = change(renders[seed][name][1.0], renders[seed][name][0.0])
+        region = masks[name]
+        assert diff[region].mean() > 1.0, f"{name}: too small a change in its region"
+        assert (diff > 40).sum() >= 5, f"{name}: no clearly visible change"
+        outside = diff[~dilate(region, SPREAD)].sum() / diff.sum()
+        assert outside < 0.01, f"{name}: {outside:.1%} of the change is outside its region"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_au_intensity_is_continuous(renders, seed: int) -> None:
+    for name in AU_NAMES:
+        steps = renders[seed][name]
+        d03, d06 = change(steps[0.3], steps[0.0]).mean(), change(steps[0.6], steps[0.0]).mean()
+        d10 = change(steps[1.0], steps[0.0]).mean()
+        between = change(steps[0.6], steps[0.3]).mean()
+        assert 0 < d03 < d06 < d10, f"{name}: change not increasing with intensity ({d03:.3f}, {d06:.3f}, {d10:.3f})"
+        assert between > 0.2 * d06, f"{name}: 0.3 and 0.6 look alike"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_aus_are_distinct(renders, seed: int) -> None:
+    diffs = np.stack([change(renders[seed][name][1.0], renders[seed][name][0.0]).ravel() for name in AU_NAMES])
+    correlation = np.corrcoef(diffs)
+    np.fill_diagonal(correlation, 0.0)
+    worst = np.unravel_index(np.argmax(correlation), correlation.shape)
+    assert correlation.max() < 0.95, f"{AU_NAMES[worst[0]]} and {AU_NAMES[worst[1]]} change the face alike"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_hair_background_and_glasses_never_change(seed: int) -> None:
+    person = identity(seed)
+    face = dilate(synth.face_region_mask(person, SIZE), SPREAD)
+    assert 0.15 < face.mean() < 0.7
+    neutral = synth.render_face(person, np.zeros(NUM_AUS), SIZE)
+    rng = np.random.default_rng(seed)
+    for aus in [np.ones(NUM_AUS), *(synth.sample_aus(rng) for _ in range(6))]:
+        diff = change(synth.render_face(person, aus, SIZE), neutral)
+        assert diff[~face].max() == 0
+
+
+def test_region_masks_follow_the_pose() -> None:
+    person = identity(1)
+    masks = synth.au_region_masks(person, 128)
+    shifted = synth.au_region_masks(synth.Identity.from_dict({**person.to_dict(), "shift_x": person.shift_x + 0.125}), 128)
+    for name in AU_NAMES:
+        assert masks[name].any()
+        moved = np.roll(masks[name], 16, axis=1)[:, 20:-20]
+        assert (moved != shifted[name][:, 20:-20]).sum() <= 0.01 * moved.sum()
+
+
+def test_sample_aus_statistics() -> None:
+    rng = np.random.default_rng(0)
+    samples = np.stack([synth.sample_aus(rng) for _ in range(1000)])
+    assert samples.shape == (1000, NUM_AUS) and samples.dtype == np.float32
+    assert samples.min() >= 0 and samples.max() <= 1
+    neutral = (samples.sum(axis=1) == 0).mean()
+    assert 0.05 < neutral < 0.25
+    active = (samples > 0).sum(axis=1).mean()
+    assert 1.5 < active < 6, "sparse vectors"
+    assert ((samples > 0).mean(axis=0) > 0.05).all(), "every AU occurs"
+    happy = samples[:, AU_NAMES.index("AU12")] > 0.3
+    assert samples[happy, AU_NAMES.index("AU06")].mean() > samples[~happy, AU_NAMES.index("AU06")].mean() + 0.1
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.reader(stream))
+
+
+def test_write_synthetic_dataset(tmp_path: Path) -> None:
+    out = synth.write_synthetic_dataset(tmp_path / "data", identities=5, per_identity=3, size=48, seed=3)
+    rows = read_csv(out / "aus.csv")
+    assert rows[0] == ["filename", "identity", *OPENFACE_COLUMNS]
+    assert len(rows) == 1 + 15
+    values = np.array([[float(v) for v in row[2:]] for row in rows[1:]])
+    assert values.min() >= 0 and values.max() <= OPENFACE_SCALE
+    for row in rows[1:]:
+        assert (out / "images" / row[0]).is_file()
+        assert row[0].startswith(row[1] + "_")
+    identity_of = {row[0]: row[1] for row in rows[1:]}
+    train = [r[0] for r in read_csv(out / "train_ids.csv")[1:]]
+    test = [r[0] for r in read_csv(out / "test_ids.csv")[1:]]
+    assert read_csv(out / "train_ids.csv")[0] == ["filename"] == read_csv(out / "test_ids.csv")[0]
+    assert sorted(train + test) == sorted(identity_of)
+    assert test and train
+    assert not {identity_of[f] for f in train} & {identity_of[f] for f in test}
+    assert (out / "README.txt").read_text().strip()
+
+    people = synth.load_identities(out / "identities.json")
+    assert json.loads((out / "identities.json").read_text())["size"] == 48
+    for row in rows[1:]:
+        aus = np.array([float(v) for v in row[2:]]) / OPENFACE_SCALE
+        stored = np.asarray(Image.open(out / "images" / row[0]).convert("RGB"))
+        assert np.array_equal(stored, synth.render_face(people[row[1]], aus, 48)), row[0]
+    assert not list(out.rglob(".*.tmp*")), "no temporary files left behind"
+
+    again = synth.write_synthetic_dataset(tmp_path / "again", identities=5, per_identity=3, size=48, seed=3)
+    assert (again / "aus.csv").read_bytes() == (out / "aus.csv").read_bytes()
+    assert (again / "identities.json").read_bytes() == (out / "identities.json").read_bytes()
+    other = synth.write_synthetic_dataset(tmp_path / "other", identities=5, per_identity=3, size=48, seed=4)
+    assert (other / "aus.csv").read_bytes() != (out / "aus.csv").read_bytes()
+
+
+def test_dataset_argument_checks(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        synth.write_synthetic_dataset(tmp_path, identities=0, per_identity=1)
+    with pytest.raises(ValueError):
+        synth.write_synthetic_dataset(tmp_path, identities=2, per_identity=1, test_fraction=1.0)
+    out = synth.write_synthetic_dataset(tmp_path / "one", identities=1, per_identity=1, size=32)
+    assert len(read_csv(out / "test_ids.csv")) == 1 and len(read_csv(out / "train_ids.csv")) == 2
+
+
+def test_contact_sheet() -> None:
+    sheet = synth.au_contact_sheet(identity(2), size=48)
+    assert sheet.dtype == np.uint8 and sheet.shape[1] == 6 * 48
