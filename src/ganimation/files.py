@@ -38,10 +38,18 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temp_path
         with open(temp_path, "rb+") as stream:
             os.fsync(stream.fileno())
+        # mkstemp makes owner-only files; give the result the mode a plain open() would have.
+        os.chmod(temp_path, target.stat().st_mode & 0o7777 if target.exists() else _default_file_mode())
         os.replace(temp_path, target)
     finally:
         if temp_path.exists():
             temp_path.unlink()
+
+
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
