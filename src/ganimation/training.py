@@ -69,6 +69,14 @@ class GANimationTrainer:
         # AUs of every training sample: targets y_f are drawn from them (paper Sec. 5).
         self.target_pool = target_pool.to(device=device, dtype=torch.float32)
         self.rng = torch.Generator(device="cpu").manual_seed(config.run.seed)
+        # Under torchrun every rank draws the random numbers of the whole *global* batch from this
+        # same stream and keeps the rows of its own samples (rank::world_size, the interleaving of
+        # DistributedSampler), so a sample's target, flip and mixing weight depend only on its
+        # position in the global batch: ranks draw different values for their different samples,
+        # every rank's stream stays in the same state (the one checkpointed by rank 0 resumes them
+        # all), and N processes reproduce a single-process run with the same global batch.
+        context = DistributedContext.current()
+        self.rank, self.world_size = context.rank, context.world_size
         optim = config.optim
         self.generator_optimizer = torch.optim.Adam(self.generator.parameters(), lr=optim.lr_generator,
                                                     betas=(optim.beta1, optim.beta2))
@@ -91,12 +99,15 @@ class GANimationTrainer:
         self.progress = Progress()
 
     # ------------------------------------------------------------------ randomness
-    def _rand(self, *shape: int) -> Tensor:
-        return torch.rand(*shape, generator=self.rng).to(self.device)
+    def _rand(self, batch: int, *shape: int) -> Tensor:
+        """U(0, 1) of shape (batch, *shape) for this process's samples of the global batch."""
+        values = torch.rand(batch * self.world_size, *shape, generator=self.rng)
+        return values[self.rank::self.world_size].to(self.device)
 
     def sample_targets(self, batch: int) -> Tensor:
         """y_f: another random training sample's AUs plus U(-noise, noise) per AU, kept in [0, 1]."""
-        indices = torch.randint(len(self.target_pool), (batch,), generator=self.rng).to(self.device)
+        indices = torch.randint(len(self.target_pool), (batch * self.world_size,), generator=self.rng)
+        indices = indices[self.rank::self.world_size].to(self.device)
         noise = (self._rand(batch, self.target_pool.shape[1]) * 2.0 - 1.0) * self.config.loss.target_noise
         return (self.target_pool[indices] + noise).clamp(0.0, 1.0)
 
@@ -416,7 +427,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
             grid = sample_grid(unwrap(trainer.generator), fixed_images, fixed_aus, fixed_targets)
             save_image(run_dir / "samples" / f"step_{trainer.progress.step:09d}.png", grid)
 
-    stopped = False
+    stopped = interrupted = False
     with StopRequested() as stop:
         while trainer.progress.step < total_steps and not stopped:
             batches = epoch_batches(sampler, trainer.progress.epoch, local_batch, trainer.progress.batch_in_epoch)
@@ -425,17 +436,22 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
             for batch in loader:
                 metrics = trainer.train_step(batch["image"], batch["aus"])
                 step = trainer.progress.step
+                # Every rank must stop after the same step, or the others would wait forever in the
+                # next step's all-reduce: a signal seen by any rank stops them all.
+                interrupted = _any_rank(stop.requested, device) if context.world_size > 1 else stop.requested
                 bar.update(1)
                 if step % config.run.log_every == 0 or step == total_steps:
+                    if context.world_size > 1:
+                        metrics = _mean_across_ranks(metrics, device)  # the global batch's losses
                     bar.set_postfix({key.split("/")[-1]: f"{value:.3g}" for key, value in metrics.items()
                                      if key in ("d/wasserstein", "g/au_fake", "g/cycle", "g/attention_mean")})
                     if log is not None:
                         log.write(step, metrics)
                 if step % config.run.sample_every == 0:
                     draw_samples()
-                if step % config.run.checkpoint_every == 0 and step < total_steps and not stop.requested:
+                if step % config.run.checkpoint_every == 0 and step < total_steps and not interrupted:
                     save_checkpoint()
-                if stop.requested or step >= total_steps:
+                if interrupted or step >= total_steps:
                     stopped = True
                     break
     bar.close()
@@ -444,21 +460,52 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
         draw_samples()
         save_checkpoint()
         save_model_file(final_model, trainer.generator, trainer.discriminator, config.model,
-                        extra={"step": trainer.progress.step, "interrupted": stop.requested})
+                        extra={"step": trainer.progress.step, "interrupted": interrupted})
         if log is not None:
             log.close()
         logger.info("model written to %s", final_model)
-    if stop.requested:
+    if context.world_size > 1:
+        # No rank may exit before rank 0 has written the final checkpoint: torchrun stops the
+        # remaining workers as soon as one exits with an error (130 after a signal).
+        torch.distributed.barrier()
+    if interrupted:
         raise KeyboardInterrupt("training interrupted; resume with --resume")
     return final_model
 
 
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one."""
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def _mean_across_ranks(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average the per-rank metrics (every loss is a mean over the local batch, so this is the
+    global batch's value). All ranks hold the same keys: they run the same step."""
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[key] for key in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values)
+    values /= torch.distributed.get_world_size()
+    return dict(zip(keys, values.tolist()))
+
+
 def wrap_distributed(trainer: GANimationTrainer, device: torch.device) -> None:
-    """Wrap both networks in DistributedDataParallel (gradients averaged across processes)."""
+    """Wrap both networks in DistributedDataParallel (gradients averaged across processes).
+
+    The loop's extra forward passes are compatible with DDP's gradient hooks: the critic runs
+    twice (real+fake, then the gradient penalty's interpolates, whose ``autograd.grad`` is taken
+    w.r.t. the images only, so no parameter hook fires before the one ``backward``), the
+    generator twice (edit, cycle); one backward then accumulates each parameter's gradient once
+    and DDP averages it. In the generator step the critic's parameters do not require grad, so
+    its reducer sees no hook at all. Without attention (the ablation) the attention head gets no
+    gradient, which DDP must be told about.
+    """
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index] if device.type == "cuda" else None
-    trainer.generator = DistributedDataParallel(trainer.generator, device_ids=device_ids)
+    trainer.generator = DistributedDataParallel(trainer.generator, device_ids=device_ids,
+                                                find_unused_parameters=not trainer.config.model.use_attention)
     trainer.discriminator = DistributedDataParallel(trainer.discriminator, device_ids=device_ids)
 
 
