@@ -2,7 +2,9 @@
 
 These pipelines join the model (:mod:`ganimation.inference`) and the face handling
 (:mod:`ganimation.faces`): faces are detected and aligned once, every crop edit is batched,
-and each edit is pasted back into the untouched photo. The CLI and the web app call them.
+and each edit is pasted back into the untouched photo (by default adding only the model's
+change, see :data:`DEFAULT_BLEND`). The CLI and the web app call them; docs/animate.md
+describes the commands, the timeline JSON and the driving CSV.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import numpy as np
 
 from ganimation.aus import NUM_AUS, AUError, aus_from_mapping, expression_aus
 from ganimation.faces import (
-    MIN_FACE_SIZE, AlignedFace, Face, FaceDetector, FaceTracker, PhotoEdit, align_face, default_detector,
-    edit_photo, paste_back, select_faces,
+    MIN_FACE_SIZE, AlignedFace, EditedFace, Face, FaceDetector, FaceTooSmallError, FaceTracker, NoFaceError,
+    PhotoEdit, align_face, default_detector, paste_back, select_faces,
 )
 from ganimation.inference import AnimationResult, GANimation
 
@@ -117,21 +119,31 @@ def read_timeline(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[list
 
 
 def timeline_aus(keyframes: Sequence[Keyframe], fps: float) -> np.ndarray:
-    """Per-frame AUs ``(N, 17)`` sampling the timeline at ``fps``, eased between keyframes."""
-    times = np.array([keyframe.time for keyframe in keyframes])
-    values = np.stack([keyframe.aus for keyframe in keyframes])
-    count = int(math.floor((times[-1] - times[0]) * fps + 1e-9)) + 1
-    samples = times[0] + np.arange(count) / fps
+    """Per-frame AUs ``(N, 17)`` sampling the timeline at ``fps``, eased between keyframes.
+
+    The timeline starts at 0 s (the first keyframe's AUs are held until its time) and ends at the
+    last keyframe, so ``N = floor(last_time * fps) + 1``; every keyframe whose time falls on a
+    frame is reproduced exactly.
+    """
+    times = np.array([keyframe.time for keyframe in keyframes], dtype=np.float64)
+    values = np.stack([keyframe.aus for keyframe in keyframes]).astype(np.float64)
+    if len(times) == 1:
+        times, values = np.array([times[0], times[0]]), np.concatenate([values, values])
+    count = int(math.floor(times[-1] * fps + 1e-9)) + 1
+    samples = np.arange(count) / fps
     segment = np.clip(np.searchsorted(times, samples, side="right") - 1, 0, len(times) - 2)
     span = times[segment + 1] - times[segment]
     weight = np.where(span > 0, (samples - times[segment]) / np.where(span > 0, span, 1.0), 1.0)
-    eased = ease(weight)[:, None]
-    return (values[segment] + (values[segment + 1] - values[segment]) * eased).astype(np.float32)
+    eased = np.asarray(ease(weight))[:, None]
+    return np.clip(values[segment] + (values[segment + 1] - values[segment]) * eased, 0.0, 1.0).astype(np.float32)
 
 
 def smooth_aus(aus: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average over ``window`` frames (edges use the frames they have)."""
-    if window <= 1:
+    """Centred moving average over ``window`` frames (edges average the frames they have)."""
+    if int(window) != window or window < 1:
+        raise ValueError(f"the smoothing window must be a whole number of frames >= 1, got {window}")
+    window = int(window)
+    if window <= 1 or len(aus) < 2:
         return np.asarray(aus, dtype=np.float32)
     sequence = np.asarray(aus, dtype=np.float64)
     kernel = np.ones(window)
@@ -142,105 +154,293 @@ def smooth_aus(aus: np.ndarray, window: int) -> np.ndarray:
     return np.clip(smoothed / padded_counts[:, None], 0.0, 1.0).astype(np.float32)
 
 
-def resample_sequence(stamps: np.ndarray, aus: np.ndarray, source_fps: float, target_fps: float) -> np.ndarray:
-    """Resample a per-frame AU sequence from ``source_fps`` to ``target_fps`` by linear interpolation."""
-    if abs(source_fps - target_fps) < 1e-6:
-        return aus
-    times = (np.asarray(stamps, dtype=np.float64) - stamps[0]) / source_fps
-    count = int(math.floor(times[-1] * target_fps + 1e-9)) + 1
-    targets = np.arange(count) / target_fps
-    return np.stack([np.interp(targets, times, aus[:, column]) for column in range(aus.shape[1])], axis=1).astype(
-        np.float32)
+def resample_sequence(times: np.ndarray, aus: np.ndarray, fps: float) -> np.ndarray:
+    """Linear resampling of AUs known at ``times`` (seconds, increasing) onto frames ``k / fps``.
+
+    Frames run from the first time to the last; gaps (frames OpenFace lost) are interpolated.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    times = times - times[0]
+    aus = np.asarray(aus, dtype=np.float32)
+    count = int(math.floor(times[-1] * fps + 1e-6)) + 1
+    targets = np.arange(count) / fps
+    return np.stack([np.interp(targets, times, aus[:, column]) for column in range(aus.shape[1])],
+                    axis=1).astype(np.float32)
+
+
+def _sequence_times(stamps: np.ndarray, aus: np.ndarray, source_fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of each row (frame numbers / ``source_fps``, or timestamps), sorted, duplicates dropped."""
+    stamps = np.asarray(stamps)
+    times = stamps.astype(np.float64) / source_fps if np.issubdtype(stamps.dtype, np.integer) \
+        else stamps.astype(np.float64)
+    order = np.argsort(times, kind="stable")
+    times, aus = times[order], np.asarray(aus)[order]
+    keep = np.concatenate([[True], np.diff(times) > 1e-9])
+    return times[keep], aus[keep]
+
+
+def driving_frame_rate(path: str | os.PathLike[str]) -> float | None:
+    """The frame rate an OpenFace CSV's ``frame`` and ``timestamp`` columns imply, if it has both."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            reader = csv.reader(stream)
+            header = [name.strip().lower() for name in next(reader, [])]
+            if "frame" not in header or "timestamp" not in header:
+                return None
+            frame_at, time_at = header.index("frame"), header.index("timestamp")
+            rows = [(float(row[frame_at]), float(row[time_at])) for row, _ in zip(reader, range(100_000))
+                    if len(row) > max(frame_at, time_at)]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if len(rows) < 2:
+        return None
+    frames, stamps = np.array(rows).T
+    steps = np.diff(stamps) / np.where(np.diff(frames) != 0, np.diff(frames), np.nan)
+    steps = steps[np.isfinite(steps) & (steps > 0)]
+    return float(1.0 / np.median(steps)) if len(steps) else None
 
 
 def driving_aus(path: str | os.PathLike[str], smoothing: int = 1, fps: float | None = None,
                 source_fps: float = 30.0) -> np.ndarray:
-    """Per-frame AUs of an OpenFace FeatureExtraction CSV, optionally resampled and smoothed."""
+    """Per-frame target AUs from an OpenFace FeatureExtraction CSV.
+
+    Rows where OpenFace lost the face (``success == 0``) are dropped and their frames filled by
+    linear interpolation, so the result keeps one AU vector per frame of the driving video (from
+    its first to its last tracked frame) and stays in sync with it. ``source_fps`` is the driving
+    video's frame rate (it turns ``frame`` numbers into seconds); ``fps`` resamples to another
+    rate (default: the same). ``smoothing`` is a centred moving-average window in output frames.
+    """
     from ganimation.openface import read_openface_sequence
 
+    if not math.isfinite(source_fps) or source_fps <= 0:
+        raise ValueError(f"the driving frame rate must be positive, got {source_fps}")
+    if fps is not None and (not math.isfinite(fps) or fps <= 0):
+        raise ValueError(f"the output frame rate must be positive, got {fps}")
     stamps, aus = read_openface_sequence(path)
-    if fps is not None:
-        frames = stamps.astype(np.float64) if np.issubdtype(stamps.dtype, np.integer) else stamps * source_fps
-        aus = resample_sequence(frames, aus, source_fps, fps)
-    return smooth_aus(aus, smoothing)
+    times, aus = _sequence_times(stamps, aus, source_fps)
+    sequence = resample_sequence(times, aus, fps or source_fps)
+    return smooth_aus(sequence, smoothing)
+
+
+# ---------------------------------------------------------------------- source photo kind
+
+
+@dataclass(frozen=True)
+class PhotoKind:
+    """What an input file was before it was read as 8-bit RGB: kept so the output can match it."""
+
+    grayscale: bool = False
+    rgba: np.ndarray | None = None  # uint8 (H, W, 4): the original pixels, when the file had transparency
+
+
+def photo_kind(path: str | os.PathLike[str]) -> PhotoKind:
+    """Whether an image file is grayscale and/or has an alpha channel (after EXIF rotation)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as opened:
+            mode = opened.mode
+            has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in opened.info
+            grayscale = mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16")
+            if mode == "P":
+                palette = np.asarray(opened.convert("RGB"))
+                grayscale = bool((palette[..., 0] == palette[..., 1]).all() and (palette[..., 1] == palette[..., 2]).all())
+            rgba = None
+            if has_alpha:
+                opened.load()
+                rgba = np.asarray(ImageOps.exif_transpose(opened).convert("RGBA")).copy()
+                if (rgba[..., 3] == 255).all():
+                    rgba = None
+    except (OSError, ValueError, SyntaxError):
+        return PhotoKind()
+    return PhotoKind(grayscale, rgba)
+
+
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+
+
+def match_kind(image: np.ndarray, kind: PhotoKind, suffix: str = ".png") -> Any:
+    """A PIL image of ``image`` (uint8 RGB) in the input's kind: grey stays grey, alpha comes back.
+
+    Pixels the edit did not change are the input's own (transparency included); changed pixels
+    keep the input's alpha. Alpha is only restored for formats that store it (PNG, WebP, TIFF).
+    """
+    from PIL import Image
+
+    rgb = np.asarray(image, dtype=np.uint8)
+    if kind.rgba is not None and suffix.lower() in ALPHA_SUFFIXES and kind.rgba.shape[:2] == rgb.shape[:2]:
+        composited = _composite_on_white(kind.rgba)
+        result = kind.rgba.copy()
+        changed = (rgb != composited).any(axis=2)
+        result[changed, :3] = rgb[changed]
+        picture = Image.fromarray(result, "RGBA")
+        return picture.convert("LA") if kind.grayscale else picture
+    picture = Image.fromarray(rgb, "RGB")
+    return picture.convert("L") if kind.grayscale else picture
+
+
+def grey_frames(frames: Iterable[np.ndarray], kind: PhotoKind) -> Iterator[np.ndarray]:
+    """Frames of a grayscale input stay grey (the model may tint a face); others pass through."""
+    for frame in frames:
+        if kind.grayscale:
+            from PIL import Image
+
+            grey = np.asarray(Image.fromarray(frame, "RGB").convert("L"))
+            yield np.repeat(grey[..., None], 3, axis=2)
+        else:
+            yield frame
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    background = Image.new("RGBA", (rgba.shape[1], rgba.shape[0]), (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(background, Image.fromarray(rgba, "RGBA")).convert("RGB"))
 
 
 # ---------------------------------------------------------------------- photos
+
+
+#: How an edited crop goes back into the photo (see :func:`ganimation.faces.paste_back`).
+BLENDS = ("residual", "replace")
+#: ``residual`` adds only the model's change, upsampled, to the photo's own pixels, so a model
+#: whose crop is smaller than the face in the photo does not blur the face; ``replace`` pastes
+#: the model's whole (upsampled) output crop.
+DEFAULT_BLEND = "residual"
+
+
+def check_blend(blend: str) -> str:
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    return blend
 
 
 @dataclass
 class FaceEstimate:
     face: Face
     aus: np.ndarray  # (17,) in [0, 1]
+    index: int = 0  # position among the faces found, left to right
 
 
 class PhotoAnimator:
-    """Edits the faces of one photo; detection and alignment are done once per photo."""
+    """Edits the faces of one photo; detection and alignment are done once per photo.
+
+    ``which`` picks the faces (``"largest"``, ``"all"`` or an index, left to right), ``blend``
+    how edits go back into the photo (:data:`DEFAULT_BLEND`). Every method accepts the
+    ``aligned`` faces of an earlier :meth:`align` call so that a photo is searched only once.
+    """
 
     def __init__(self, model: GANimation, which: int | str = "largest", detector: FaceDetector | None = None,
-                 min_face: float = MIN_FACE_SIZE) -> None:
+                 min_face: float = MIN_FACE_SIZE, blend: str = DEFAULT_BLEND, batch_size: int = 16) -> None:
         self.model = model
         self.which = which
         self.detector = detector or default_detector()
         self.min_face = min_face
+        self.blend = check_blend(blend)
+        self.batch_size = max(1, int(batch_size))
 
-    def align(self, photo: np.ndarray, source: str | Path | None = None) -> list[AlignedFace]:
+    def select(self, photo: np.ndarray, source: str | Path | None = None) -> list[tuple[int, Face]]:
+        """The chosen faces with their index among all faces found (left to right)."""
         faces = self.detector.detect(photo)
         chosen = select_faces(faces, self.which, min_face=self.min_face, source=source)
-        return [align_face(photo, face, self.model.image_size) for face in chosen]
+        return [(next(i for i, other in enumerate(faces) if other is face), face) for face in chosen]
+
+    def align(self, photo: np.ndarray, source: str | Path | None = None) -> list[AlignedFace]:
+        """Detect, choose and align the faces (raises a :class:`ganimation.faces.FaceError`)."""
+        return [align_face(photo, face, self.model.image_size) for _, face in self.select(photo, source)]
 
     def estimate(self, photo: np.ndarray, source: str | Path | None = None) -> list[FaceEstimate]:
         """The AU intensities of every selected face, from the critic's D_y head."""
-        return [FaceEstimate(aligned.face, self.model.estimate_aus(aligned.crop))
-                for aligned in self.align(photo, source)]
+        estimates = []
+        for index, face in self.select(photo, source):
+            crop = align_face(photo, face, self.model.image_size).crop
+            estimates.append(FaceEstimate(face, self.model.estimate_aus(crop), index))
+        return estimates
 
     def source_aus(self, crop: np.ndarray) -> np.ndarray:
         """Where an interpolation starts: the face as it is (D_y), or neutral without a critic."""
         return self.model.estimate_aus(crop) if self.model.discriminator is not None else np.zeros(NUM_AUS, np.float32)
 
-    def edit(self, photo: np.ndarray, target_aus: np.ndarray, source: str | Path | None = None) -> PhotoEdit:
-        """The photo with the selected faces moved to ``target_aus``."""
-        return edit_photo(photo, lambda crop: self.model.animate(crop, target_aus), self.which,
-                          self.model.image_size, self.detector, self.min_face, source=source)
+    def edit(self, photo: np.ndarray, target_aus: np.ndarray, source: str | Path | None = None,
+             aligned: list[AlignedFace] | None = None) -> PhotoEdit:
+        """The photo with the selected faces moved to ``target_aus``.
+
+        All crops are cut from the original before any edit is pasted, so overlapping faces do
+        not see each other's edits; pixels outside the faces' masks are the photo's, bit for bit.
+        """
+        aligned = aligned if aligned is not None else self.align(photo, source)
+        result = photo
+        edited = []
+        for face in aligned:
+            output = self.model.animate(face.crop, target_aus)
+            result = paste_back(result, face, output.image, blend=self.blend)
+            edited.append(EditedFace(face.face, face, output.image, output.attention))
+        return PhotoEdit(result if result is not photo else photo.copy(), edited)
 
     def frames(self, photo: np.ndarray, aus_sequence: np.ndarray | Sequence[np.ndarray],
                source: str | Path | None = None, aligned: list[AlignedFace] | None = None,
-               batch_size: int = 16) -> Iterator[np.ndarray]:
+               batch_size: int | None = None) -> Iterator[np.ndarray]:
         """Whole-photo frames, one per AU vector of ``aus_sequence`` (the same for every face)."""
         aligned = aligned if aligned is not None else self.align(photo, source)
-        sequence = np.asarray(aus_sequence, dtype=np.float32)
-        for start in range(0, len(sequence), batch_size):
-            chunk = sequence[start:start + batch_size]
-            per_face = [self.model.animate_batch(face.crop, chunk, batch_size) for face in aligned]
-            for frame_index in range(len(chunk)):
+        sequence = np.asarray(aus_sequence, dtype=np.float32).reshape(-1, NUM_AUS)
+        return self._render(photo, aligned, [sequence] * len(aligned), batch_size)
+
+    def _render(self, photo: np.ndarray, aligned: list[AlignedFace], sequences: list[np.ndarray],
+                batch_size: int | None = None) -> Iterator[np.ndarray]:
+        """Frames where face ``f`` follows ``sequences[f]`` (all of one length), edited in batches."""
+        size = batch_size or self.batch_size
+        length = len(sequences[0]) if sequences else 0
+        for start in range(0, length, size):
+            per_face = [self.model.animate_batch(face.crop, sequence[start:start + size], size)
+                        for face, sequence in zip(aligned, sequences)]
+            for frame_index in range(min(size, length - start)):
                 frame = photo
                 for face, results in zip(aligned, per_face):
-                    frame = paste_back(frame, face, results[frame_index].image)
+                    frame = paste_back(frame, face, results[frame_index].image, blend=self.blend)
                 yield frame if frame is not photo else photo.copy()
 
     def interpolation(self, photo: np.ndarray, target_aus: np.ndarray, frames: int,
                       source_aus: np.ndarray | None = None, source: str | Path | None = None,
-                      ) -> Iterator[np.ndarray]:
-        """From the face as it is (or ``source_aus``) to ``target_aus`` in ``frames`` frames."""
-        aligned = self.align(photo, source)
-        start = source_aus if source_aus is not None else self.source_aus(aligned[0].crop)
-        return self.frames(photo, interpolate_aus(start, target_aus, frames), aligned=aligned)
+                      aligned: list[AlignedFace] | None = None) -> Iterator[np.ndarray]:
+        """From each face as it is (its D_y estimate, or ``source_aus``) to ``target_aus``."""
+        aligned = aligned if aligned is not None else self.align(photo, source)
+        starts = [source_aus if source_aus is not None else self.source_aus(face.crop) for face in aligned]
+        return self._render(photo, aligned, [interpolate_aus(start, target_aus, frames) for start in starts])
 
 
 def edit_video_frames(model: GANimation, frames: Iterable[np.ndarray], aus_for_frame: Any,
                       detector: FaceDetector | None = None, min_face: float = MIN_FACE_SIZE,
-                      ) -> Iterator[np.ndarray]:
+                      blend: str = DEFAULT_BLEND, fps: float = 25.0, require_face: bool = False,
+                      source: str | Path | None = None) -> Iterator[np.ndarray]:
     """Edit the main face of every video frame; ``aus_for_frame(i)`` gives frame ``i``'s target.
 
-    The face is tracked and its alignment smoothed over time so the crop does not jitter;
-    frames where no face is tracked pass through unchanged.
+    The face is tracked and its alignment smoothed over time (at the video's ``fps``) so the crop
+    does not jitter; frames where no face is tracked, or a too small one, pass through unchanged.
+    With ``require_face``, a video in which no frame could be edited ends (after its last frame)
+    with :class:`NoFaceError` or :class:`FaceTooSmallError`, so that a writer consuming these
+    frames atomically leaves no output behind.
     """
-    tracker = FaceTracker(detector=detector or default_detector())
+    check_blend(blend)
+    tracker = FaceTracker(detector=detector or default_detector(), fps=fps)
+    edited = 0
+    smallest_seen: float | None = None
     for index, frame in enumerate(frames):
         face = tracker.track(frame)
-        if face is None or min(face.box[2] - face.box[0], face.box[3] - face.box[1]) < min_face:
+        size = None if face is None else min(face.box[2] - face.box[0], face.box[3] - face.box[1])
+        if size is not None and size < min_face:
+            smallest_seen = size if smallest_seen is None else max(smallest_seen, size)
+        if size is None or size < min_face:
             yield frame
             continue
         aligned = align_face(frame, face, model.image_size)
         result: AnimationResult = model.animate(aligned.crop, aus_for_frame(index))
-        yield paste_back(frame, aligned, result.image)
+        edited += 1
+        yield paste_back(frame, aligned, result.image, blend=blend)
+    if require_face and edited == 0:
+        where = f" of {Path(source).name}" if source is not None else ""
+        if smallest_seen is not None:
+            raise FaceTooSmallError(f"face too small in every frame{where}: at most {smallest_seen:.0f} px wide, "
+                                    f"at least {min_face:.0f} px is needed")
+        raise NoFaceError(f"no face found in any frame{where}")

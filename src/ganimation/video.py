@@ -4,6 +4,7 @@ ffmpeg, so nothing is downloaded), always written atomically."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -23,33 +24,79 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
+def _checked(frames: Iterable[np.ndarray], target: Path) -> Iterator[np.ndarray]:
+    """uint8 RGB frames, all of the first one's size (a clear error instead of a garbled video)."""
+    shape = None
+    for number, frame in enumerate(frames):
+        array = np.asarray(frame)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+            raise ValueError(f"{target}: frame {number} is not a uint8 RGB image ({array.dtype} {array.shape})")
+        array = np.ascontiguousarray(array[..., :3])
+        if shape is None:
+            shape = array.shape
+        elif array.shape != shape:
+            raise ValueError(f"{target}: frame {number} is {array.shape[1]}x{array.shape[0]}, "
+                             f"the first frame is {shape[1]}x{shape[0]}")
+        yield array
+
+
+def _gif_frames(frames: Sequence[np.ndarray]) -> list:
+    """Palette images sharing one palette (from the first, middle and last frames).
+
+    One palette for the whole clip keeps still parts of the picture from shimmering between
+    frames (per-frame palettes dither them differently), and quantising against a fixed palette
+    is many times faster than choosing a palette per frame.
+    """
+    from PIL import Image
+
+    picks = [frames[0], frames[len(frames) // 2], frames[-1]] if len(frames) > 2 else list(frames)
+    montage = Image.fromarray(np.concatenate(picks, axis=0))
+    montage.thumbnail((512, 512 * len(picks)))
+    palette = montage.quantize(256, method=Image.Quantize.MEDIANCUT)
+    return [Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+            for frame in frames]
+
+
 def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float = 12.0,
                 loop: bool = True) -> Path:
-    """Write uint8 RGB frames as a GIF (by suffix) or an H.264 MP4 (anything else)."""
+    """Write uint8 RGB frames as a GIF (by suffix) or an H.264 MP4 (anything else), atomically.
+
+    Frames are streamed to the MP4 encoder, so a long video is never held in memory. MP4 sides
+    are padded to even numbers (yuv420p needs them). GIF stores frame times in 1/100 s; Pillow
+    merges consecutive identical frames into one longer frame (the playing time is the same).
+    """
     target = Path(path)
-    frame_list = [np.ascontiguousarray(frame, dtype=np.uint8) for frame in frames]
-    if not frame_list:
-        raise ValueError(f"{target}: no frames to write")
-    if fps <= 0:
+    if not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"{target}: frame rate must be positive, got {fps}")
+    stream = _checked(frames, target)
+    first = next(stream, None)
+    if first is None:
+        raise ValueError(f"{target}: no frames to write")
+    count = 1
     with atomic_output(target) as temp:
         if target.suffix.lower() == ".gif":
-            from PIL import Image
-
-            pictures = [Image.fromarray(frame) for frame in frame_list]
+            rest = list(stream)
+            count += len(rest)
+            pictures = _gif_frames([first, *rest])
             pictures[0].save(temp, format="GIF", save_all=True, append_images=pictures[1:],
                              duration=max(20, round(1000 / fps)), loop=0 if loop else 1, disposal=2)
         else:
             import imageio_ffmpeg
 
             writer = imageio_ffmpeg.write_frames(
-                str(temp), _even(frame_list[0]).shape[1::-1], fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                str(temp), _even(first).shape[1::-1], fps=fps, codec="libx264", pix_fmt_out="yuv420p",
                 quality=8, macro_block_size=1, ffmpeg_log_level="error")
             writer.send(None)
-            for frame in frame_list:
-                writer.send(_even(frame))
-            writer.close()
-    logger.debug("wrote %d frames to %s", len(frame_list), target)
+            try:
+                writer.send(_even(first))
+                for frame in stream:
+                    writer.send(_even(frame))
+                    count += 1
+            finally:
+                writer.close()
+    logger.debug("wrote %d frames to %s", count, target)
     return target
 
 
@@ -80,7 +127,13 @@ def read_video(path: str | os.PathLike[str]) -> tuple[Iterator[np.ndarray], floa
 
 
 def is_video(path: str | os.PathLike[str]) -> bool:
+    """A video file by its suffix (GIFs are not: an animated GIF input is read as a photo)."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_animation(path: str | os.PathLike[str]) -> bool:
+    """An output that :func:`write_video` writes: a video suffix or ``.gif``."""
+    return is_video(path) or Path(path).suffix.lower() == ".gif"
 
 
 def video_info(path: str | os.PathLike[str]) -> dict[str, float | int]:

@@ -1,0 +1,167 @@
+"""Writing and reading videos (ganimation.video) and editing a video's face (animate VIDEO)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganimation import animation, cli
+from ganimation.checkpoint import save_model_file
+from ganimation.config import ModelConfig
+from ganimation.faces import HaarFaceDetector, sample_photo_path
+from ganimation.files import load_image
+from ganimation.networks import Discriminator, Generator
+from ganimation.video import is_animation, is_video, read_video, video_info, write_video
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    return load_image(sample_photo_path())
+
+
+def panning(sample: np.ndarray, count: int, step: int = 2) -> list[np.ndarray]:
+    """The sample's upper part, panned ``step`` pixels right per frame (odd width on purpose)."""
+    return [np.ascontiguousarray(sample[:256, 100 - step * index:355 - step * index]) for index in range(count)]
+
+
+@pytest.mark.parametrize("fps, count", [(10.0, 7), (24.0, 5), (29.97, 4), (12.5, 3)])
+def test_mp4_keeps_frame_rate_and_count(tmp_path: Path, sample: np.ndarray, fps: float, count: int) -> None:
+    path = write_video(tmp_path / "pan.mp4", iter(panning(sample, count)), fps=fps)
+    frames, read_fps, estimate = read_video(path)
+    frames = list(frames)
+    assert read_fps == pytest.approx(fps, abs=0.01)
+    assert len(frames) == count == estimate
+    assert video_info(path) == {"frames": count, "fps": pytest.approx(fps, abs=0.01)}
+    assert frames[0].shape == (256, 256, 3)  # 255 wide padded to even
+    original = panning(sample, count)
+    for frame, expected in zip(frames, original):
+        assert np.abs(frame[:, :255].astype(int) - expected).mean() < 6  # H.264 is lossy
+
+
+def test_gif_frames_and_timing(tmp_path: Path, sample: np.ndarray) -> None:
+    frames = panning(sample, 6, step=3)
+    path = write_video(tmp_path / "pan.gif", frames, fps=10)
+    with Image.open(path) as picture:
+        assert picture.n_frames == 6
+        assert picture.info["duration"] == 100 and picture.info["loop"] == 0
+        picture.seek(3)
+        fourth = np.asarray(picture.convert("RGB"))
+    assert np.abs(fourth.astype(int) - frames[3]).mean() < 8  # one shared 256-colour palette
+    assert video_info(path)["frames"] == 6
+
+
+def test_write_video_errors_leave_nothing_behind(tmp_path: Path, sample: np.ndarray) -> None:
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"existing")
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(target, [])
+    with pytest.raises(ValueError, match="frame rate"):
+        write_video(target, panning(sample, 2), fps=0)
+    with pytest.raises(ValueError, match="frame 1 is 100x80, the first frame is 255x256"):
+        write_video(target, [panning(sample, 1)[0], np.zeros((80, 100, 3), np.uint8)])
+
+    def failing():
+        yield panning(sample, 1)[0]
+        raise RuntimeError("decoder died")
+
+    with pytest.raises(RuntimeError, match="decoder died"):
+        write_video(target, failing())
+    assert target.read_bytes() == b"existing"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_read_video_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such video"):
+        read_video(tmp_path / "missing.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(ValueError, match="unreadable video"):
+        read_video(tmp_path / "junk.mp4")
+
+
+def test_suffixes() -> None:
+    assert is_video("a.MP4") and is_video("b.mov") and not is_video("c.gif") and not is_video("d.png")
+    assert is_animation("c.gif") and is_animation("a.mp4") and not is_animation("d.jpg")
+
+
+# ---------------------------------------------------------------------------------------------
+# animate VIDEO
+# ---------------------------------------------------------------------------------------------
+
+
+class CachedDetector:
+    cache: dict[tuple, list] = {}
+    inner: HaarFaceDetector | None = None
+
+    def detect(self, rgb: np.ndarray) -> list:
+        key = (rgb.shape, hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest())
+        if key not in self.cache:
+            if CachedDetector.inner is None:
+                CachedDetector.inner = HaarFaceDetector()
+            self.cache[key] = CachedDetector.inner.detect(rgb)
+        return list(self.cache[key])
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = ModelConfig(image_size=32, generator_channels=8, generator_residual_blocks=1, discriminator_channels=8,
+                         discriminator_layers=3)
+    state = torch.get_rng_state()
+    torch.manual_seed(1)
+    path = save_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", Generator(config),
+                           Discriminator(config), config)
+    torch.set_rng_state(state)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = cli.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_animate_video_keeps_frame_rate_and_count(tmp_path: Path, sample: np.ndarray, model: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(animation, "default_detector", CachedDetector)
+    source = write_video(tmp_path / "pan.mp4", panning(sample, 6), fps=12.5)
+    out, gif = tmp_path / "happy.mp4", tmp_path / "happy.gif"
+    code, stdout, _ = run(capsys, "animate", source, "--expression", "happy", "-o", out, "--gif", gif,
+                          "--checkpoint", model, "--device", "cpu")
+    assert code == 0, stdout
+    assert video_info(out) == {"frames": 6, "fps": 12.5}
+    with Image.open(gif) as picture:
+        assert picture.n_frames == 6
+    originals, _, _ = read_video(source)
+    edited, _, _ = read_video(out)
+    for before, after in zip(originals, edited):
+        difference = np.abs(after.astype(int) - before).mean(axis=2)
+        assert difference[60:150, 60:160].mean() > 3 * max(difference[200:, :].mean(), 0.5)  # the face moved
+    # A timeline over a video follows the video's frame rate and length.
+    timeline = tmp_path / "t.json"
+    timeline.write_text('{"keyframes": [{"time": 0, "expression": "neutral"}, {"time": 0.2, "expression": "sad"}]}',
+                        encoding="utf-8")
+    code, _, _ = run(capsys, "animate", source, "--timeline", timeline, "-o", tmp_path / "t.mp4",
+                     "--checkpoint", model, "--device", "cpu")
+    assert code == 0 and video_info(tmp_path / "t.mp4") == {"frames": 6, "fps": 12.5}
+
+
+def test_video_without_a_face(tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = [np.full((64, 96, 3), 40 + 10 * index, np.uint8) for index in range(4)]
+    source = write_video(tmp_path / "flat.mp4", frames, fps=8)
+    out = tmp_path / "out.mp4"
+    code, _, err = run(capsys, "animate", source, "--expression", "happy", "-o", out,
+                       "--checkpoint", model, "--device", "cpu")
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert code == 2 and len(lines) == 1 and "no face found in any frame of flat.mp4" in lines[0]
+    assert not out.exists()
+    code, _, _ = run(capsys, "animate", source, "--expression", "happy", "-o", out, "--allow-no-face",
+                     "--checkpoint", model, "--device", "cpu")
+    assert code == 0 and video_info(out) == {"frames": 4, "fps": 8.0}
+    code, _, err = run(capsys, "animate", source, "--expression", "happy", "-o", tmp_path / "x.png",
+                       "--checkpoint", model, "--device", "cpu")
+    assert code == 2 and "give an .mp4 or .gif output" in err
