@@ -182,6 +182,9 @@ def save_training_checkpoint(run_dir: str | os.PathLike[str], step: int, generat
     """Write ``run_dir/checkpoints/step_<step>/`` atomically and prune all but the newest ``keep``."""
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".step_*.tmp"):
+        # Left by a run killed mid-write: never a checkpoint, possibly hundreds of MB.
+        shutil.rmtree(stale, ignore_errors=True)
     final = folder / f"step_{step:09d}"
     temp = Path(tempfile.mkdtemp(prefix=f".step_{step:09d}.", suffix=".tmp", dir=folder))
     try:

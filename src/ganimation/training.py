@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import time
 import warnings
@@ -93,7 +94,7 @@ class GANimationTrainer:
 
         # The generator steps once per `critic_steps` batches but its schedule follows the batch count,
         # so PyTorch's "scheduler stepped before optimizer" warning is a false alarm here.
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
         self.generator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.generator_optimizer, linear_decay)
         self.discriminator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.discriminator_optimizer, linear_decay)
         self.progress = Progress()
@@ -373,7 +374,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
         torch.cuda.set_device(device)
     seed_everything(config.run.seed, config.run.deterministic)
 
-    index = discover_dataset(config.data.root)
+    index = discover_dataset(config.data.root, test_fraction=config.data.test_fraction)
     if not index.train:
         raise ValueError(f"{config.data.root}: no usable training samples (run `ganimation prepare` to see why)")
     dataset = FaceDataset(index.train, config.model.image_size, flip=False, cache=config.data.cache_images)
@@ -401,7 +402,11 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
 
     total_steps = trainer.total_steps if config.optim.max_steps is None else min(trainer.total_steps,
                                                                                  config.optim.max_steps)
-    validation = index.test[: config.run.num_samples] or index.train[: config.run.num_samples]
+    # Fixed faces for the sample grid: held-out ones spread over the test list (datasets are often
+    # sorted by identity), topped up from training when there are few.
+    pool = list(index.test) if len(index.test) >= config.run.num_samples else list(index.test) + list(index.train)
+    spread = np.linspace(0, len(pool) - 1, min(config.run.num_samples, len(pool))).round().astype(int)
+    validation = [pool[position] for position in spread]
     fixed = FaceDataset(validation, config.model.image_size, flip=False, cache=False)
     fixed_images = torch.stack([fixed[i]["image"] for i in range(len(fixed))]).to(device)
     fixed_aus = torch.stack([fixed[i]["aus"] for i in range(len(fixed))]).to(device)
@@ -412,6 +417,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", config.to_yaml())
         log = MetricsLog(run_dir, trainer.progress.step, config.run.tensorboard)
+        logger.info("config:\n%s", config.to_yaml())
         logger.info("training on %d images (%d test) for %d steps, %d per epoch, device %s, %d process(es)",
                     len(dataset), len(index.test), total_steps, steps_per_epoch, device, context.world_size)
     bar = tqdm(total=total_steps, initial=trainer.progress.step, disable=not (show_progress and context.is_main),
