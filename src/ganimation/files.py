@@ -111,5 +111,8 @@ def save_image(path: str | os.PathLike[str], image: np.ndarray | Image.Image) ->
     target = Path(path)
     picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     with atomic_output(target) as temp:
-        picture.save(temp, format=Image.registered_extensions().get(target.suffix.lower(), "PNG"))
+        image_format = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+        # Edited photos deserve better than Pillow's default JPEG quality of 75.
+        options = {"quality": 95} if image_format in ("JPEG", "WEBP") else {}
+        picture.save(temp, format=image_format, **options)
     return target
