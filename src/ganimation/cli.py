@@ -26,6 +26,7 @@ examples:
   ganimation convert net_epoch_30_id_G.pth -o model.safetensors   # import the authors' weights
   ganimation animate face.png --checkpoint runs/exp1 --au AU12=0.8 --au AU06=0.6 -o smile.png
   ganimation animate face.png --checkpoint runs/exp1 --expression happy --frames 24 --gif smile.gif --masks
+  ganimation web --checkpoint runs/exp1                  # web app on http://127.0.0.1:7860
 """
 
 
@@ -563,6 +564,31 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_web(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "web", help="start the web app: upload a photo and edit its expression with AU sliders",
+        description="Serve a Gradio page on localhost (see docs/web.md). Needs the web extra: "
+                    "pip install 'ganimation[web]'.")
+    parser.add_argument("--checkpoint", help="model file, checkpoint or run folder (default: bundled model)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest photo accepted (default 20 MB)")
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(handler=_run_web)
+
+
+def _run_web(args: argparse.Namespace) -> int:
+    try:
+        from ganimation.web import serve
+
+        return serve(args.checkpoint, host=args.host, port=args.port, device=args.device,
+                     max_upload_mb=args.max_upload_mb)
+    except ImportError as error:
+        print(f"ganimation web: error: {error}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ganimation", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
@@ -572,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_demo, _add_train, _add_prepare, _add_synth, _add_animate, _add_aus, _add_reenact,
-                _add_evaluate, _add_convert):
+                _add_evaluate, _add_convert, _add_web):
         add(subparsers)
     return parser
 
