@@ -77,8 +77,8 @@ def main() -> None:
 
     print(f"device: {device} ({torch.get_num_threads()} CPU threads)" if device.type == "cpu" else f"device: {torch.cuda.get_device_name()}")
     print(f"model: {args.preset}, {size}px, G {count_parameters(generator):,} params, D {count_parameters(discriminator):,} params")
-    print(f"| measure | value | baseline | ratio |")
-    print(f"|---|---|---|---|")
+    print("| measure | value | baseline | ratio |")
+    print("|---|---|---|---|")
     print(f"| G forward FLOPs / image | {generator_flops / 1e9:.2f} G | | |")
     print(f"| D forward FLOPs / image | {critic_flops / 1e9:.2f} G | | |")
     print(f"| training it/s (batch {args.batch}, {config.optim.critic_steps} critic + 1 G) | {train_rate:.3f} | "

@@ -9,7 +9,6 @@ uninterrupted run with the same seed, step for step.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -17,11 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 import ganimation
 from ganimation.checkpoint import (
@@ -29,10 +26,9 @@ from ganimation.checkpoint import (
 )
 from ganimation.cli import main as cli_main
 from ganimation.config import build_config
-from ganimation.openface import write_au_csv
 from ganimation.training import GANimationTrainer
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from subprocess_support import environment, make_dataset
 REFERENCE_STEPS = 16
 TIMEOUT = 180
 
@@ -57,26 +53,6 @@ def slow_save_model_file(path, *args, **kwargs):
 checkpoint.save_model_file = slow_save_model_file
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def make_dataset(root: Path, count: int = 18, size: int = 32) -> Path:
-    rng = np.random.default_rng(0)
-    names = [f"{i:04d}.png" for i in range(count)]
-    (root / "images").mkdir(parents=True)
-    for name in names:
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / "images" / name)
-    write_au_csv(root / "aus.csv", [(name, rng.random(17), None) for name in names])
-    (root / "train_ids.csv").write_text("filename\n" + "\n".join(names[:-2]) + "\n")
-    (root / "test_ids.csv").write_text("filename\n" + "\n".join(names[-2:]) + "\n")
-    return root
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(extra)
-    return env
 
 
 def train_command(data: Path, output: Path, steps: int, script: Path | None = None) -> list[str]:

@@ -17,18 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from ganimation.checkpoint import MODEL_FILE, checkpoint_dirs, read_model_file
 from ganimation.config import build_config
-from ganimation.openface import write_au_csv
 from ganimation.training import GANimationTrainer
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from subprocess_support import environment, make_dataset
 STEPS = 6  # smoke preset: critic_steps 2 -> 3 generator steps; checkpoints at 2 and 4
 TIMEOUT = 180
 
@@ -62,27 +59,6 @@ state["ddp"] = torch.tensor(type(trainer.generator).__name__ == "DistributedData
 torch.save(state, dump / f"rank{rank}.pt")
 sys.exit(code)
 """
-
-
-def make_dataset(root: Path, count: int = 18, size: int = 32) -> Path:
-    rng = np.random.default_rng(0)
-    names = [f"{i:04d}.png" for i in range(count)]
-    (root / "images").mkdir(parents=True)
-    for name in names:
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / "images" / name)
-    write_au_csv(root / "aus.csv", [(name, rng.random(17), None) for name in names])
-    (root / "train_ids.csv").write_text("filename\n" + "\n".join(names[:-2]) + "\n")
-    (root / "test_ids.csv").write_text("filename\n" + "\n".join(names[-2:]) + "\n")
-    return root
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(extra)
-    return env
 
 
 def torchrun(*args: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,11 +10,6 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-
-try:
-    import ganimation  # noqa: F401
-except ModuleNotFoundError:  # running from a checkout without an installed package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ganimation import faces as F
 from ganimation.files import load_image

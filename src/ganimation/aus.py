@@ -84,21 +84,26 @@ def au_index(name: str) -> int:
     return AU_NAMES.index(canonical_au_name(name))
 
 
-def check_au_vector(values: Sequence[float] | np.ndarray, *, source: str = "AU vector") -> np.ndarray:
-    """Validate a full AU vector in model units ([0, 1]) and return it as float32.
+def check_au_vector(values: Sequence[float] | np.ndarray, *, source: str = "AU vector", scale: float = 1.0,
+                    tolerance: float = 1e-6, names: Sequence[str] = AU_NAMES,
+                    error: type[ValueError] = AUError) -> np.ndarray:
+    """Validate a full AU vector on the scale ``[0, scale]`` and return it in model units ([0, 1]).
 
-    Raises :class:`AUError` naming ``source`` on a wrong length, NaN/inf or out-of-range value.
+    Raises ``error`` (default :class:`AUError`) naming ``source`` and the offending AUs on a
+    wrong length, NaN/inf or a value outside the range by more than ``tolerance``; rounding
+    noise within the tolerance is clipped. OpenFace files are read with ``scale=5``.
     """
     vector = np.asarray(values, dtype=np.float64).reshape(-1)
     if vector.shape[0] != NUM_AUS:
-        raise AUError(f"{source}: expected {NUM_AUS} AU values ({', '.join(AU_NAMES)}), got {vector.shape[0]}")
-    bad = [AU_NAMES[i] for i in range(NUM_AUS) if not math.isfinite(vector[i])]
+        raise error(f"{source}: expected {NUM_AUS} AU values ({', '.join(AU_NAMES)}), got {vector.shape[0]}")
+    bad = [names[i] for i in range(NUM_AUS) if not math.isfinite(vector[i])]
     if bad:
-        raise AUError(f"{source}: non-finite value for {', '.join(bad)}")
-    out_of_range = [f"{AU_NAMES[i]}={vector[i]:g}" for i in range(NUM_AUS) if not (-1e-6 <= vector[i] <= 1 + 1e-6)]
+        raise error(f"{source}: non-finite value for {', '.join(bad)}")
+    out_of_range = [f"{names[i]}={vector[i]:g}" for i in range(NUM_AUS)
+                    if not -tolerance <= vector[i] <= scale + tolerance]
     if out_of_range:
-        raise AUError(f"{source}: values outside [0, 1]: {', '.join(out_of_range)}")
-    return np.clip(vector, 0.0, 1.0).astype(np.float32)
+        raise error(f"{source}: values outside [0, {scale:g}]: {', '.join(out_of_range)}")
+    return (np.clip(vector, 0.0, scale) / scale).astype(np.float32)
 
 
 def aus_from_mapping(mapping: Mapping[str, float], base: Sequence[float] | np.ndarray | None = None) -> np.ndarray:

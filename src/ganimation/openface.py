@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .aus import NUM_AUS, OPENFACE_COLUMNS, OPENFACE_SCALE
+from .aus import NUM_AUS, OPENFACE_COLUMNS, OPENFACE_SCALE, check_au_vector
 from .files import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -122,17 +122,8 @@ def raw_to_model(raw: Sequence[float] | np.ndarray, *, source: str) -> np.ndarra
     Real out-of-range values (beyond :data:`RAW_TOLERANCE`) and NaN/inf raise, naming
     ``source``, because silently clipping them would hide a wrong scale or a broken file.
     """
-    values = np.asarray(raw, dtype=np.float64).reshape(-1)
-    if values.shape[0] != NUM_AUS:
-        raise AnnotationError(f"{source}: expected {NUM_AUS} AU values, got {values.shape[0]}")
-    bad = [OPENFACE_COLUMNS[i] for i in range(NUM_AUS) if not math.isfinite(values[i])]
-    if bad:
-        raise AnnotationError(f"{source}: NaN or infinite value in {', '.join(bad)}")
-    outside = [f"{OPENFACE_COLUMNS[i]}={values[i]:g}" for i in range(NUM_AUS)
-               if not -RAW_TOLERANCE <= values[i] <= OPENFACE_SCALE + RAW_TOLERANCE]
-    if outside:
-        raise AnnotationError(f"{source}: values outside the OpenFace range 0-{OPENFACE_SCALE:g}: {', '.join(outside)}")
-    return (np.clip(values, 0.0, OPENFACE_SCALE) / OPENFACE_SCALE).astype(np.float32)
+    return check_au_vector(raw, source=source, scale=OPENFACE_SCALE, tolerance=RAW_TOLERANCE,
+                           names=OPENFACE_COLUMNS, error=AnnotationError)
 
 
 def _parse_number(table: _Table, line: int, row: Sequence[str], index: int) -> float:

@@ -35,7 +35,7 @@ from ganimation.checkpoint import (
 )
 from ganimation.config import Config
 from ganimation.files import save_image, write_text_atomic
-from ganimation.networks import Discriminator, Generator, build_networks
+from ganimation.networks import build_networks
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,36 @@
+"""Helpers for tests that run training in real subprocesses (crash safety, torchrun)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ganimation.openface import write_au_csv
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+_LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
+def make_dataset(root: Path, count: int = 18, size: int = 32) -> Path:
+    """``count`` random faces with random AUs; the last two are the test split."""
+    rng = np.random.default_rng(0)
+    names = [f"{i:04d}.png" for i in range(count)]
+    (root / "images").mkdir(parents=True)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / "images" / name)
+    write_au_csv(root / "aus.csv", [(name, rng.random(17), None) for name in names])
+    (root / "train_ids.csv").write_text("filename\n" + "\n".join(names[:-2]) + "\n")
+    (root / "test_ids.csv").write_text("filename\n" + "\n".join(names[-2:]) + "\n")
+    return root
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """This process's environment without launcher variables, with ``src`` importable, one thread."""
+    env = {key: value for key, value in os.environ.items() if key not in _LAUNCHER_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env
