@@ -51,9 +51,14 @@ class AURegressor(nn.Module):
     @staticmethod
     def to_input(image: np.ndarray) -> Tensor:
         """uint8 (H, W, 3) -> (1, 3, 64, 64) in [-1, 1]."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
         if image.shape[:2] != (INPUT_SIZE, INPUT_SIZE):
             image = np.asarray(Image.fromarray(image).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.LANCZOS))
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 127.5 - 1.0
+        # A copy: Pillow-backed arrays are read-only, which torch.from_numpy warns about.
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, order="C"))
+        return pixels.permute(2, 0, 1).float()[None] / 127.5 - 1.0
 
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> np.ndarray:
@@ -80,6 +85,10 @@ def render_training_set(count: int, seed: int, size: int = INPUT_SIZE) -> tuple[
 def train_regressor(train_count: int = 6000, test_count: int = 500, epochs: int = 15, batch_size: int = 64,
                     seed: int = 0, width: int = 32) -> tuple[AURegressor, float]:
     """Train on renders; returns the model and its mean absolute AU error on held-out renders."""
+    if batch_size < 1 or train_count < batch_size or test_count < 1 or epochs < 1:
+        raise ValueError(f"need epochs >= 1, test_count >= 1 and train_count >= batch_size >= 1, got "
+                         f"epochs={epochs}, test_count={test_count}, train_count={train_count}, "
+                         f"batch_size={batch_size}")
     torch.manual_seed(seed)
     train_images, train_aus = render_training_set(train_count, seed)
     test_images, test_aus = render_training_set(test_count, seed + 1_000_003)
@@ -142,8 +151,11 @@ def load_regressor(path: str | os.PathLike[str] | None = None) -> AURegressor:
         raise CheckpointError(f"{source}: truncated or not a safetensors file ({error})") from None
     if metadata.get("format") != "ganimation-au-regressor":
         raise CheckpointError(f"{source}: not an AU regressor file")
-    model = AURegressor(int(metadata.get("width", 32)))
-    model.load_state_dict({key: value.float() for key, value in tensors.items()})
+    try:
+        model = AURegressor(int(metadata.get("width", 32)))
+        model.load_state_dict({key: value.float() for key, value in tensors.items()})
+    except (ValueError, RuntimeError) as error:  # a bad width, missing or misshapen tensors
+        raise CheckpointError(f"{source}: AU regressor weights do not fit the network ({error})") from None
     return model.eval()
 
 

@@ -49,10 +49,18 @@ def train_fallback_model(output: Path, minutes_budget_steps: int = 300) -> Path:
 
 def run_demo(output_dir: str | Path = "out", checkpoint: str | Path | None = None, faces: int = 3,
              frames: int = 16, seed: int = 2024, photo: bool = True) -> dict[str, Path]:
-    """Write the demo outputs; returns what was written, by kind."""
+    """Write the demo outputs; returns what was written, by kind.
+
+    ``frames`` is the length of each transition to an expression (at least 2); the way back to
+    neutral takes half as many (and at least 2).
+    """
     from ganimation import synth
     from ganimation.inference import GANimation, bundled_model_path
 
+    if faces < 1:
+        raise ValueError(f"the demo needs at least 1 face, got {faces}")
+    if frames < 2:
+        raise ValueError(f"a transition needs at least 2 frames, got {frames}")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if checkpoint is None and bundled_model_path() is None:
@@ -77,11 +85,7 @@ def run_demo(output_dir: str | Path = "out", checkpoint: str | Path | None = Non
     written["grid"] = save_image(output / "expressions_with_masks.png", grid(rows))
 
     # 2. An animation through the basic expressions and back, for every face side by side.
-    sequence = [neutral]
-    for expression in DEMO_EXPRESSIONS:
-        target = expression_aus(expression)
-        sequence += list(interpolate_aus(sequence[-1], target, frames))[1:]
-        sequence += list(interpolate_aus(target, neutral, frames // 2))[1:]
+    sequence = demo_sequence(frames)
     per_face = [[result.image for result in model.animate_batch(source, sequence)] for source in sources]
     animation = [np.concatenate([face_frames[index] for face_frames in per_face], axis=1)
                  for index in range(len(sequence))]
@@ -107,6 +111,17 @@ def run_demo(output_dir: str | Path = "out", checkpoint: str | Path | None = Non
     return written
 
 
+def demo_sequence(frames: int) -> list[np.ndarray]:
+    """Neutral, then each demo expression and back: ``frames`` steps there, ``max(2, frames // 2)`` back."""
+    neutral = np.zeros(NUM_AUS, dtype=np.float32)
+    sequence = [neutral]
+    for expression in DEMO_EXPRESSIONS:
+        target = expression_aus(expression)
+        sequence += list(interpolate_aus(sequence[-1], target, frames))[1:]
+        sequence += list(interpolate_aus(target, neutral, max(2, frames // 2)))[1:]
+    return sequence
+
+
 def _photo_demo(model, output: Path, frames: int) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     from ganimation.animation import PhotoAnimator
     from ganimation.faces import FaceError, sample_photo_path
@@ -125,4 +140,4 @@ def _photo_demo(model, output: Path, frames: int) -> dict[str, Path]:  # type: i
             "photo_mp4": write_video(output / "photo_surprise.mp4", clip + clip[::-1], fps=12)}
 
 
-__all__ = ["run_demo", "EXPRESSIONS"]
+__all__ = ["run_demo", "demo_sequence", "EXPRESSIONS"]

@@ -102,6 +102,9 @@ def evaluate(methods: dict[str, EditFunction], identities: Sequence[object], siz
     """Run the suite for every identity and method; return a JSON-able report."""
     from ganimation import synth
 
+    if not identities or not methods:
+        raise ValueError(f"evaluation needs at least one identity and one method, got {len(identities)} "
+                         f"identities and {len(methods)} methods")
     suite = target_suite(random_combinations, seed)
     scores = {name: MethodScores(name) for name in methods}
     truth_errors: list[float] = []
@@ -170,10 +173,21 @@ def markdown_table(report: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _strict_json(value: object) -> object:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or Infinity)."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_report(report: dict[str, object], output_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``evaluation.json`` (strict JSON: a non-finite mean is written as null) and ``evaluation.md``."""
     folder = Path(output_dir)
     json_path, table_path = folder / "evaluation.json", folder / "evaluation.md"
-    write_text_atomic(json_path, json.dumps(report, indent=2, allow_nan=False if all(
-        math.isfinite(v) for m in report["methods"].values() for v in m.values()) else True))  # type: ignore[union-attr]
+    write_text_atomic(json_path, json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n")
     write_text_atomic(table_path, markdown_table(report))
     return json_path, table_path

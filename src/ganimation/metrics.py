@@ -15,13 +15,26 @@ import torch.nn.functional as F
 
 
 def _as_float(image: np.ndarray) -> np.ndarray:
+    """uint8 (0-255) or floating point (0-1) -> float64 in [0, 1]; other integers are ambiguous."""
     array = np.asarray(image)
-    return array.astype(np.float64) / 255.0 if array.dtype == np.uint8 else array.astype(np.float64)
+    if array.dtype == np.uint8:
+        return array.astype(np.float64) / 255.0
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"images must be uint8 (0-255) or floating point (0-1), got {array.dtype}")
+    return array.astype(np.float64)
 
 
 def _check_pair(first: np.ndarray, second: np.ndarray) -> None:
     if np.shape(first) != np.shape(second):
         raise ValueError(f"images differ in shape: {np.shape(first)} vs {np.shape(second)}")
+
+
+def _mask(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """A boolean (H, W) mask, checked against the image's height and width."""
+    selected = np.asarray(mask, dtype=bool)
+    if selected.shape != np.shape(image)[:2]:
+        raise ValueError(f"mask of shape {selected.shape} does not fit images of shape {np.shape(image)}")
+    return selected
 
 
 def psnr(image: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -34,7 +47,7 @@ def psnr(image: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = Non
     if squared.ndim == 3:
         squared = squared.mean(axis=2)
     if mask is not None:
-        selected = np.asarray(mask, dtype=bool)
+        selected = _mask(mask, image)
         if not selected.any():
             raise ValueError("PSNR mask selects no pixel")
         squared = squared[selected]
@@ -75,7 +88,7 @@ def ssim(image: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = Non
     values = ssim_map(image, reference)
     if mask is None:
         return float(values.mean())
-    inner = np.asarray(mask, dtype=bool)[5:-5, 5:-5]
+    inner = _mask(mask, image)[5:-5, 5:-5]
     if not inner.any():
         raise ValueError("SSIM mask selects no window centre")
     return float(values[inner].mean())
@@ -88,6 +101,6 @@ def mean_abs_change(image: np.ndarray, reference: np.ndarray, mask: np.ndarray |
     if difference.ndim == 3:
         difference = difference.mean(axis=2)
     if mask is not None:
-        selected = np.asarray(mask, dtype=bool)
+        selected = _mask(mask, image)
         return float(difference[selected].mean()) if selected.any() else 0.0
     return float(difference.mean())
