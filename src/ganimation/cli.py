@@ -544,8 +544,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     methods = {"copy": copy_input}
     for entry in args.ablation:
         name, _, path = entry.partition("=")
-        if not path:
+        if not path or not name:
             raise ValueError(f"--ablation {entry!r}: expected NAME=PATH")
+        if name in methods or name == "model":
+            raise ValueError(f"--ablation {entry!r}: the name {name!r} is taken; choose another")
         other = GANimation.load(path)
         if other.image_size != model.image_size:
             raise ValueError(f"--ablation {name}: {other.image_size} px model, the model under test is "
