@@ -7,7 +7,6 @@ so that each distinct picture is searched once per test session.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,29 +20,15 @@ from ganimation import animation, cli
 from ganimation.aus import AU_DESCRIPTIONS, AU_NAMES, NUM_AUS
 from ganimation.checkpoint import save_model_file
 from ganimation.config import ModelConfig
-from ganimation.faces import HaarFaceDetector, sample_photo_path
+from ganimation.faces import sample_photo_path
 from ganimation.files import load_image
 from ganimation.networks import Discriminator, Generator
 from ganimation.video import video_info
+from support import CachedDetector
 
 SAMPLE = sample_photo_path()
 TINY = ModelConfig(image_size=32, generator_channels=8, generator_residual_blocks=1, discriminator_channels=8,
                    discriminator_layers=3)
-
-
-class CachedDetector:
-    """The real detector, remembering its answer for every image it has seen."""
-
-    cache: dict[tuple, list] = {}
-    inner: HaarFaceDetector | None = None
-
-    def detect(self, rgb: np.ndarray) -> list:
-        key = (rgb.shape, hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest())
-        if key not in self.cache:
-            if CachedDetector.inner is None:
-                CachedDetector.inner = HaarFaceDetector()
-            self.cache[key] = CachedDetector.inner.detect(rgb)
-        return list(self.cache[key])
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ from ganimation.cli import main as cli_main
 from ganimation.config import build_config
 from ganimation.training import GANimationTrainer
 
-from subprocess_support import environment, make_dataset
+from support import environment, make_dataset
 REFERENCE_STEPS = 16
 TIMEOUT = 180
 

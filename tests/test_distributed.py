@@ -25,7 +25,7 @@ from ganimation.checkpoint import MODEL_FILE, checkpoint_dirs, read_model_file
 from ganimation.config import build_config
 from ganimation.training import GANimationTrainer
 
-from subprocess_support import environment, make_dataset
+from support import environment, make_dataset
 STEPS = 6  # smoke preset: critic_steps 2 -> 3 generator steps; checkpoints at 2 and 4
 TIMEOUT = 180
 

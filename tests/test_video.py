@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,11 @@ from PIL import Image
 from ganimation import animation, cli
 from ganimation.checkpoint import save_model_file
 from ganimation.config import ModelConfig
-from ganimation.faces import HaarFaceDetector, sample_photo_path
+from ganimation.faces import sample_photo_path
 from ganimation.files import load_image
 from ganimation.networks import Discriminator, Generator
 from ganimation.video import is_animation, is_video, read_video, video_info, write_video
+from support import CachedDetector
 
 
 @pytest.fixture(scope="module")
@@ -91,19 +91,6 @@ def test_suffixes() -> None:
 # ---------------------------------------------------------------------------------------------
 # animate VIDEO
 # ---------------------------------------------------------------------------------------------
-
-
-class CachedDetector:
-    cache: dict[tuple, list] = {}
-    inner: HaarFaceDetector | None = None
-
-    def detect(self, rgb: np.ndarray) -> list:
-        key = (rgb.shape, hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest())
-        if key not in self.cache:
-            if CachedDetector.inner is None:
-                CachedDetector.inner = HaarFaceDetector()
-            self.cache[key] = CachedDetector.inner.detect(rgb)
-        return list(self.cache[key])
 
 
 @pytest.fixture(scope="module")

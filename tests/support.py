@@ -1,13 +1,16 @@
-"""Helpers for tests that run training in real subprocesses (crash safety, torchrun)."""
+"""Helpers shared by several test files: datasets and environments for training subprocesses
+(crash safety, torchrun) and a caching face detector for the photo tests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ganimation.faces import HaarFaceDetector
 from ganimation.openface import write_au_csv
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -34,3 +37,19 @@ def environment(**extra: str) -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"
     env.update(extra)
     return env
+
+
+class CachedDetector:
+    """The real Haar detector, remembering its answer for every image it has seen (it is the
+    slowest step of the photo tests, and they show it the same few images again and again)."""
+
+    cache: dict[tuple, list] = {}
+    inner: HaarFaceDetector | None = None
+
+    def detect(self, rgb: np.ndarray) -> list:
+        key = (rgb.shape, hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest())
+        if key not in self.cache:
+            if CachedDetector.inner is None:
+                CachedDetector.inner = HaarFaceDetector()
+            self.cache[key] = CachedDetector.inner.detect(rgb)
+        return list(self.cache[key])
