@@ -29,7 +29,12 @@ INPUT_SIZE = 64
 
 
 class AURegressor(nn.Module):
-    """Four strided conv blocks, global average pooling, a linear layer, sigmoid to [0, 1]."""
+    """Four strided conv stages (BatchNorm, SiLU), then a head over the *flattened* 4x4 map.
+
+    The head sees where on the face a feature lies: an AU is defined by location (a raised inner
+    brow and a raised lip corner are similar edges in different places), and global average
+    pooling, tried first, threw exactly that away and learned nothing.
+    """
 
     def __init__(self, width: int = 32, num_aus: int = NUM_AUS) -> None:
         super().__init__()
@@ -38,15 +43,18 @@ class AURegressor(nn.Module):
         in_channels = 3
         for multiplier in (1, 2, 4, 8):
             out_channels = width * multiplier
-            layers += [nn.Conv2d(in_channels, out_channels, 3, 2, 1), nn.GroupNorm(8, out_channels), nn.SiLU(),
-                       nn.Conv2d(out_channels, out_channels, 3, 1, 1), nn.GroupNorm(8, out_channels), nn.SiLU()]
+            layers += [nn.Conv2d(in_channels, out_channels, 3, 2, 1, bias=False), nn.BatchNorm2d(out_channels),
+                       nn.SiLU(), nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
+                       nn.BatchNorm2d(out_channels), nn.SiLU()]
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(in_channels, num_aus)
+        final = INPUT_SIZE // 16
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(in_channels * final * final, 256),
+                                  nn.SiLU(), nn.Linear(256, num_aus))
 
     def forward(self, images: Tensor) -> Tensor:
-        features = self.features(images)  # (B, 8w, S/16, S/16)
-        return torch.sigmoid(self.head(features.mean(dim=(2, 3))))  # (B, num_aus)
+        features = self.features(images)  # (B, 8w, 4, 4) for 64 px input
+        return torch.sigmoid(self.head(features))  # (B, num_aus)
 
     @staticmethod
     def to_input(image: np.ndarray) -> Tensor:
@@ -93,6 +101,7 @@ def train_regressor(train_count: int = 6000, test_count: int = 500, epochs: int 
     train_images, train_aus = render_training_set(train_count, seed)
     test_images, test_aus = render_training_set(test_count, seed + 1_000_003)
     model = AURegressor(width)
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = epochs * (train_count // batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
@@ -125,7 +134,8 @@ def save_regressor(model: AURegressor, path: str | os.PathLike[str], test_error:
     from ganimation.files import atomic_output
 
     target = Path(path)
-    tensors = {key: value.detach().half().contiguous() for key, value in model.state_dict().items()}
+    tensors = {key: (value.detach().half() if value.is_floating_point() else value).contiguous()
+               for key, value in model.state_dict().items()}
     with atomic_output(target) as temp:
         save_file(tensors, str(temp), metadata={"format": "ganimation-au-regressor", "width": str(model.width),
                                                 "input_size": str(INPUT_SIZE),
