@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ganimation import synth
-from ganimation.aus import AU_NAMES, NUM_AUS, OPENFACE_COLUMNS, expression_aus
+from ganimation.aus import AU_NAMES, EXPRESSIONS, NUM_AUS, OPENFACE_COLUMNS, expression_aus
 from ganimation.checkpoint import save_model_file
 from ganimation.config import ModelConfig
 from ganimation.data import FaceDataset, discover_dataset
@@ -28,7 +28,7 @@ SIZE = 32
 TINY = ModelConfig(image_size=SIZE, generator_channels=8, generator_residual_blocks=1, discriminator_channels=8,
                    discriminator_layers=3)
 NEUTRAL = np.zeros(NUM_AUS, dtype=np.float32)
-METRICS = ("psnr", "psnr_face", "ssim", "ssim_face", "au_error", "change_outside",
+METRICS = ("psnr", "psnr_face", "ssim", "ssim_face", "au_error", "au_error_all", "change_outside",
            "au_error/single", "au_error/emotion", "au_error/random")
 
 
@@ -109,7 +109,8 @@ def test_target_suite() -> None:
 def test_report_structure(evaluated) -> None:  # type: ignore[no-untyped-def]
     report, _ = evaluated
     assert set(report) == {"identities", "edits_per_method", "image_size", "suite",
-                           "regressor_error_on_ground_truth", "methods"}
+                           "regressor_error_on_ground_truth", "regressor_error_on_ground_truth_all_aus",
+                           "methods"}
     assert report["identities"] == 2 and report["image_size"] == SIZE
     assert report["edits_per_method"] == 2 * (17 * 3 + 7 + 1)
     assert report["suite"]["random_combinations"] == 1 and len(report["suite"]["emotions"]) == 7
@@ -138,9 +139,13 @@ def test_copy_baseline(evaluated, identities: list[synth.Identity]) -> None:  # 
     assert copy["psnr"] < PSNR_CAP and copy["ssim"] < 1.0
     # The stub answers mean brightness for every AU: the copy's AU error by hand.
     sources = [synth.render_face(identity, NEUTRAL, SIZE) for identity in identities]
-    errors = [np.abs(source.mean() / 255.0 - target).mean()
+    # "AU error" counts the AUs the target asks to change (all are 0 in the neutral source).
+    errors = [np.abs(source.mean() / 255.0 - target)[target > 0.05].mean()
               for source in sources for _, _, target in target_suite(1, 0)]
+    errors_all = [np.abs(source.mean() / 255.0 - target).mean()
+                  for source in sources for _, _, target in target_suite(1, 0)]
     assert copy["au_error"] == pytest.approx(np.mean(errors), abs=1e-9)
+    assert copy["au_error_all"] == pytest.approx(np.mean(errors_all), abs=1e-9)
     # The copy's image scores, edit by edit: whole image, and the face oval only.
     whole, face, whole_ssim, face_ssim = [], [], [], []
     for identity, source in zip(identities, sources):
@@ -165,9 +170,12 @@ def test_copy_baseline(evaluated, identities: list[synth.Identity]) -> None:  # 
 def test_constant_regressor_known_errors(identities: list[synth.Identity]) -> None:
     report = evaluate({"copy": copy_input}, identities[:1], SIZE, ConstantRegressor(), random_combinations=0)
     copy = report["methods"]["copy"]
-    # One AU at L, 16 at 0, judged 0.5 everywhere: (16 * 0.5 + |0.5 - L|) / 17, averaged over the
-    # levels 0.33, 0.66, 1.0 (|0.5 - L| = 0.17, 0.16, 0.5).
-    assert copy["au_error/single"] == pytest.approx((8.0 + 0.83 / 3) / 17, abs=1e-6)
+    # One AU asked at L, judged 0.5: |0.5 - L| averaged over the levels 0.33, 0.66, 1.0
+    # (0.17, 0.16, 0.5); over all 17 AUs the 16 at 0 add 16 * 0.5: (8 + |0.5 - L|) / 17.
+    assert copy["au_error/single"] == pytest.approx(0.83 / 3, abs=1e-6)
+    singles_all = [(8.0 + abs(0.5 - level)) / 17 for level in (0.33, 0.66, 1.0)]
+    emotions_all = [np.abs(0.5 - expression_aus(name)).mean() for name in EXPRESSIONS if name != "neutral"]
+    assert copy["au_error_all"] == pytest.approx(np.mean(singles_all * 17 + emotions_all), abs=1e-6)
     assert report["regressor_error_on_ground_truth"] == pytest.approx(copy["au_error"], abs=1e-12)
     assert "au_error/random" not in copy
     assert report["edits_per_method"] == 58
@@ -188,11 +196,11 @@ def test_markdown_table(evaluated) -> None:  # type: ignore[no-untyped-def]
     report, _ = evaluated
     table = markdown_table(report)
     lines = table.splitlines()
-    assert lines[0] == ("| method | AU error ↓ | PSNR ↑ | PSNR face ↑ | SSIM ↑ | SSIM face ↑ | "
+    assert lines[0] == ("| method | AU error ↓ | AU error, all 17 ↓ | PSNR ↑ | PSNR face ↑ | SSIM ↑ | SSIM face ↑ | "
                         "change outside face ↓ |")
-    assert lines[1] == "|---|---|---|---|---|---|---|"
+    assert lines[1] == "|---|---|---|---|---|---|---|---|"
     assert [line.split(" | ")[0] for line in lines[2:5]] == ["| copy", "| oracle", "| model"]
-    assert all(line.count("|") == 8 for line in lines[:5])
+    assert all(line.count("|") == 9 for line in lines[:5])
     assert "| oracle | " in table and " 60.00 | 60.00 | 1.000 | 1.000 |" in lines[3]
     assert "2 held-out identities, 118 edits per method, 32 px" in table
     assert f"{report['regressor_error_on_ground_truth']:.3f}" in table
