@@ -384,3 +384,29 @@ def test_cli_convert_half(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     # A bad source is a one-line error and exit status 2.
     assert cli_main(["convert", str(tmp_path / "nothing.pth"), "-o", str(output)]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_own_model_resaved_as_float16(tmp_path: Path) -> None:
+    """A finished run becomes a small float16 file that computes what the run's model computes."""
+    from safetensors import safe_open
+
+    from ganimation.checkpoint import save_model_file
+    from ganimation.config import ModelConfig
+    from ganimation.convert import convert_checkpoint
+    from ganimation.inference import GANimation
+    from ganimation.networks import build_networks
+
+    config = ModelConfig(image_size=32, generator_channels=8, generator_residual_blocks=1,
+                         discriminator_channels=8, discriminator_layers=3)
+    generator, critic = build_networks(config)
+    run = tmp_path / "run"
+    save_model_file(run / "model.safetensors", generator, critic, config)
+    half = convert_checkpoint(run, tmp_path / "half.safetensors", half=True)
+    with safe_open(str(half), framework="pt") as handle:
+        assert {handle.get_tensor(key).dtype for key in handle.keys()} == {torch.float16}
+    full_model, half_model = GANimation.load(run), GANimation.load(half)
+    assert half_model.config == config
+    face = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    aus = np.linspace(0, 1, 17).astype(np.float32)
+    difference = np.abs(full_model.animate(face, aus).image.astype(int) - half_model.animate(face, aus).image.astype(int))
+    assert difference.max() <= 2

@@ -352,8 +352,33 @@ def build_foreign_networks(path: str | os.PathLike[str], discriminator_path: str
 def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                        discriminator: str | os.PathLike[str] | None = None, half: bool = False,
                        *, image_size: int | None = None) -> Path:
-    """Convert a foreign ``.pth`` (plus critic) into our ``model.safetensors`` (float16 with ``half``)."""
+    """Convert a foreign ``.pth`` (plus critic) into our ``model.safetensors`` (float16 with ``half``).
+
+    Our own model files and run or checkpoint folders are accepted too and re-saved, which is how
+    a finished run becomes a small float16 file to ship (``ganimation convert RUN -o m.safetensors --half``).
+    """
+    source = Path(src)
+    if source.is_dir() or source.suffix == ".safetensors":
+        return _resave_own(source, dst, half)
     config, generator, critic = build_foreign_networks(src, discriminator, image_size=image_size)
     return save_model_file(dst, generator, critic, config, half=half,
                            extra={"converted_from": Path(src).name,
                                   "converted_critic": critic is not None})
+
+
+def _resave_own(source: Path, dst: str | os.PathLike[str], half: bool) -> Path:
+    """Re-save one of our model files (or a run's newest) with only the weights, optionally float16."""
+    from ganimation.checkpoint import read_model_file
+    from ganimation.inference import resolve_model_path
+    from ganimation.networks import Discriminator, Generator
+
+    model_path = resolve_model_path(source)
+    config, tensors, extra = read_model_file(model_path)
+    generator = Generator(config)
+    load_into(generator, split_prefix(tensors, "generator"), source=str(model_path), name="generator")
+    critic = None
+    if split_prefix(tensors, "discriminator"):
+        critic = Discriminator(config)
+        load_into(critic, split_prefix(tensors, "discriminator"), source=str(model_path), name="discriminator")
+    extra.pop("package_version", None)
+    return save_model_file(dst, generator, critic, config, half=half, extra={**extra, "converted_from": model_path.name})
