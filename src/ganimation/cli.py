@@ -108,8 +108,9 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         "convert", help="import weights of the authors' GANimation code or of ganimation_replicate",
         description="Convert a generator .pth of the original GANimation code (net_epoch_<E>_id_G.pth) or "
                     "of the 2018 replication (<epoch>_net_gen.pth) into a model file. The critic file "
-                    "beside it (..._id_D.pth / ..._net_dis.pth) is included when found. See docs/checkpoints.md.")
-    parser.add_argument("source", metavar="SRC", help="generator checkpoint (.pth)")
+                    "beside it (..._id_D.pth / ..._net_dis.pth) is included when found. A model file or run "
+                    "folder of this package is re-saved, e.g. as float16 with --half. See docs/checkpoints.md.")
+    parser.add_argument("source", metavar="SRC", help="generator checkpoint (.pth), or one of our model files / runs")
     parser.add_argument("-o", "--output", required=True, metavar="DST", help="model file to write (.safetensors)")
     parser.add_argument("--discriminator", metavar="D.pth", help="critic checkpoint (default: found beside SRC)")
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
