@@ -145,20 +145,12 @@ def save_regressor(model: AURegressor, path: str | os.PathLike[str], test_error:
 
 def load_regressor(path: str | os.PathLike[str] | None = None) -> AURegressor:
     """Load a saved regressor (default: the one shipped in the package)."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from ganimation.checkpoint import CheckpointError
+    from ganimation.checkpoint import CheckpointError, read_safetensors
 
     source = Path(path) if path is not None else Path(str(resources.files("ganimation") / "assets" / REGRESSOR_FILE))
     if not source.is_file():
         raise CheckpointError(f"{source}: no AU regressor file (train one with `python -m ganimation.auregressor`)")
-    try:
-        with safe_open(str(source), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(source))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{source}: truncated or not a safetensors file ({error})") from None
+    tensors, metadata = read_safetensors(source, "file")
     if metadata.get("format") != "ganimation-au-regressor":
         raise CheckpointError(f"{source}: not an AU regressor file")
     try:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ganimation import __version__
@@ -104,19 +104,24 @@ def save_model_file(path: str | os.PathLike[str], generator: nn.Module, discrimi
     return target
 
 
+def read_safetensors(source: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, read in one pass; a damaged file becomes a
+    :class:`CheckpointError` naming it (``kind`` words the message: "model file", "file")."""
+    try:
+        with safe_open(str(source), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{source}: truncated or not a safetensors {kind} ({error})") from None
+    return tensors, metadata
+
+
 def read_model_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Read a model file: (model config, tensors, decoded extra metadata)."""
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"{source}: no such model file")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(source), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(source))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{source}: truncated or not a safetensors model file ({error})") from None
+    tensors, metadata = read_safetensors(source, "model file")
     if metadata.get("format") != FORMAT_NAME or "model_config" not in metadata:
         raise CheckpointError(f"{source}: a safetensors file without ganimation metadata (no model config inside)")
     try:
