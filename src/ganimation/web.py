@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ganimation.animation import PhotoAnimator, interpolate_aus
+from ganimation.animation import DEFAULT_BLEND, PhotoAnimator, interpolate_aus
 from ganimation.aus import AU_DESCRIPTIONS, AU_NAMES, EXPRESSIONS, NUM_AUS, AUError, check_au_vector, expression_aus
 from ganimation.checkpoint import CheckpointError
 from ganimation.faces import (
@@ -214,7 +214,9 @@ def render(model: GANimation, state: PhotoState, face_index: int, *slider_values
     """
     aligned = state.aligned(face_index, model.image_size)
     result = model.animate(aligned.crop, slider_aus(*slider_values))
-    return paste_back(state.photo, aligned, result.image), result.attention_image(), result.colour
+    # The same blend as the animation and the CLI, so the still and the clip agree.
+    return (paste_back(state.photo, aligned, result.image, blend=DEFAULT_BLEND), result.attention_image(),
+            result.colour)
 
 
 def render_interpolation(model: GANimation, state: PhotoState, face_index: int, target_aus: Sequence[float],
