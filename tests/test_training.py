@@ -60,6 +60,39 @@ def test_critic_and_generator_update_schedule() -> None:
     assert trainer.progress.step == 3
 
 
+def test_critic_warmup_delays_the_first_generator_step() -> None:
+    trainer = make_trainer("optim.critic_steps=2", "optim.critic_warmup_steps=4")
+    images, aus = batch()
+    generator_before = snapshot(trainer.generator)
+    for _ in range(4):
+        assert set(trainer.train_step(images, aus)) == CRITIC_KEYS | {"lr"}
+    assert changed(generator_before, trainer.generator) == [] and trainer.progress.generator_steps == 0
+    trainer.train_step(images, aus)  # step 4: (4 + 1) % 2 != 0, still critic only
+    assert trainer.progress.generator_steps == 0
+    assert set(trainer.train_step(images, aus)) == CRITIC_KEYS | GENERATOR_KEYS | {"lr"}
+    assert trainer.progress.generator_steps == 1
+    assert len(changed(generator_before, trainer.generator)) == len(generator_before)
+
+
+def test_negative_critic_warmup_is_refused() -> None:
+    with pytest.raises(ValueError, match="critic_warmup_steps"):
+        make_trainer("optim.critic_warmup_steps=-1")
+
+
+def test_bf16_autocast_trains_on_cpu() -> None:
+    trainer = make_trainer("optim.critic_steps=1", "run.bf16=true")
+    images, aus = batch()
+    generator_before, critic_before = snapshot(trainer.generator), snapshot(trainer.discriminator)
+    with trainer._autocast():
+        assert trainer.generator(images, aus).colour.dtype == torch.bfloat16
+    metrics = trainer.train_step(images, aus)
+    assert all(np.isfinite(value) for value in metrics.values())
+    # Weights and optimiser state stay float32; only the arithmetic is autocast.
+    assert all(value.dtype == torch.float32 for value in trainer.generator.state_dict().values())
+    assert len(changed(generator_before, trainer.generator)) == len(generator_before)
+    assert len(changed(critic_before, trainer.discriminator)) == len(critic_before)
+
+
 def test_generator_step_leaves_critic_trainable_and_untouched() -> None:
     trainer = make_trainer()
     images, aus = batch()

@@ -63,6 +63,10 @@ class OptimConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     critic_steps: int = 5  # critic updates per generator update
+    # Critic-only batches before the first generator update, so that D_y reads AUs and D_I has a
+    # gradient worth following when G starts (as the WGAN reference trains its critic to optimality
+    # first); 0 = the paper's schedule from the first batch. They count towards the LR schedule.
+    critic_warmup_steps: int = 0
     epochs: int = 20  # epochs at the full learning rate
     decay_epochs: int = 10  # then linear decay to zero over this many epochs
     max_steps: int | None = None  # stop early after this many critic steps (smoke runs, budgets)
@@ -83,7 +87,7 @@ class RunConfig:
     output_dir: str = "runs/ganimation"
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
-    bf16: bool = False  # autocast to bfloat16 on CUDA
+    bf16: bool = False  # autocast to bfloat16 (CUDA, or a CPU with AVX512-BF16/AMX: 1.6x faster on one core)
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume tests
     log_every: int = 10
     sample_every: int = 500
@@ -107,6 +111,8 @@ class Config:
             raise ConfigError("data.batch_size must be positive")
         if self.optim.critic_steps < 1:
             raise ConfigError("optim.critic_steps must be at least 1")
+        if self.optim.critic_warmup_steps < 0:
+            raise ConfigError("optim.critic_warmup_steps must be 0 or more")
         if self.optim.epochs < 0 or self.optim.decay_epochs < 0 or self.optim.epochs + self.optim.decay_epochs < 1:
             raise ConfigError("optim.epochs + optim.decay_epochs must be at least 1")
         return self

@@ -119,7 +119,7 @@ class GANimationTrainer:
         return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        enabled = self.config.run.bf16 and self.device.type == "cuda"
+        enabled = self.config.run.bf16 and self.device.type in ("cuda", "cpu")
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # ------------------------------------------------------------------ loss phases
@@ -180,7 +180,8 @@ class GANimationTrainer:
         self.generator.train()
         self.discriminator.train()
         metrics = self.critic_step(images, aus)
-        if (self.progress.step + 1) % self.config.optim.critic_steps == 0:
+        warmed_up = self.progress.step >= self.config.optim.critic_warmup_steps
+        if warmed_up and (self.progress.step + 1) % self.config.optim.critic_steps == 0:
             metrics.update(self.generator_step(images, aus))
             self.progress.generator_steps += 1
         self.generator_scheduler.step()
