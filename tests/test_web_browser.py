@@ -3,8 +3,8 @@
 Uses Debian's ``chromium`` (``/usr/bin/chromium``, installed by ``.ci/run``) through Playwright's
 Python API; no browser is downloaded. Without Chromium or Playwright the test is skipped, except
 when ``CI`` is set: then it fails, since CI must run it. ``GANIMATION_CHROMIUM`` points at another
-Chromium binary; ``GANIMATION_WEB_SCREENSHOT=PATH`` also saves the final screenshot there (how
-docs/web_screenshot.png was made).
+Chromium binary; ``GANIMATION_WEB_SCREENSHOT=PATH`` runs the app with the bundled model instead of a
+tiny random one and saves the final screenshot there (how docs/web_screenshot.png was made).
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def sync_playwright():
 def server(tmp_path: Path):
     """``ganimation web`` on a free localhost port with a tiny random model; yields its URL."""
     require_gradio()
-    model = write_tiny_model(tmp_path / "tiny.safetensors")
+    # The screenshot for the docs shows what users get: the bundled model.
+    model_args = ([] if os.environ.get("GANIMATION_WEB_SCREENSHOT")
+                  else ["--checkpoint", str(write_tiny_model(tmp_path / "tiny.safetensors"))])
     port = free_port()
     log = tmp_path / "server.log"
     temp = tmp_path / "tmp"  # the server's TMPDIR: its own temporary folders must go away with it
@@ -88,8 +90,7 @@ def server(tmp_path: Path):
     env.pop("GRADIO_TEMP_DIR", None)
     with open(log, "wb") as stream:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ganimation", "web", "--checkpoint", str(model), "--port", str(port),
-             "--device", "cpu"], cwd=tmp_path, env=env, stdout=stream, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "ganimation", "web", *model_args, "--port", str(port), "--device", "cpu"], cwd=tmp_path, env=env, stdout=stream, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for_server(process, url, log)
