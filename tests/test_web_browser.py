@@ -90,7 +90,8 @@ def server(tmp_path: Path):
     env.pop("GRADIO_TEMP_DIR", None)
     with open(log, "wb") as stream:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ganimation", "web", *model_args, "--port", str(port), "--device", "cpu"], cwd=tmp_path, env=env, stdout=stream, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "ganimation", "web", *model_args, "--port", str(port), "--device", "cpu"],
+            cwd=tmp_path, env=env, stdout=stream, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for_server(process, url, log)
