@@ -355,3 +355,16 @@ def test_copied_run_folder_loads(tmp_path: Path, trained_run: Path) -> None:
     assert config == SMOKE and extra == {"step": 4, "interrupted": False, "package_version": extra["package_version"]}
     _, latest_tensors, _ = read_model_file(latest_checkpoint(copy) / MODEL_FILE)
     assert all(torch.equal(tensors[key], latest_tensors[key]) for key in tensors)
+
+
+def test_model_file_keeps_upsampling_mode(tmp_path: Path) -> None:
+    config = build_config("smoke", overrides=["model.upsampling=resize"]).model
+    generator, discriminator = build_networks(config)
+    path = save_model_file(tmp_path / "resize.safetensors", generator, discriminator, config)
+    loaded, tensors, _ = read_model_file(path)
+    assert loaded.upsampling == "resize"
+    load_into(Generator(loaded), split_prefix(tensors, "generator"), source=str(path), name="generator")
+    # The same weights cannot load into the paper's transposed-convolution decoder.
+    with pytest.raises(CheckpointError, match="decoder"):
+        load_into(Generator(build_config("smoke").model), split_prefix(tensors, "generator"),
+                  source=str(path), name="generator")

@@ -275,3 +275,42 @@ def test_build_networks_validates() -> None:
 
     with pytest.raises(ConfigError, match="divisible"):
         build_networks(ModelConfig(image_size=100))
+
+
+def test_resize_upsampling_parameter_count() -> None:
+    # Each decoder step trades a 4x4 transposed kernel for a 3x3 one: 16 - 9 = 7 weights per
+    # input-output channel pair, over 4w*2w + 2w*w = 10 w^2 pairs.
+    resize = Generator(ModelConfig(upsampling="resize"))
+    assert count_parameters(resize) == 8_471_296 - 7 * 10 * 64 * 64
+    assert not any(isinstance(layer, nn.ConvTranspose2d) for layer in resize.modules())
+
+
+def test_resize_upsampling_shapes_and_gradients() -> None:
+    torch.manual_seed(0)
+    generator, _ = build_networks(build_config("smoke", overrides=["model.upsampling=resize"]).model)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    output = generator(images, torch.rand(2, 17))
+    assert output.image.shape == (2, 3, 32, 32) and output.attention.shape == (2, 1, 32, 32)
+    output.image.mean().backward()
+    assert all(parameter.grad is not None for parameter in generator.parameters())
+
+
+@pytest.mark.parametrize(("upsampling", "checkerboard"), [("transposed", True), ("resize", False)])
+def test_decoder_checkerboard(upsampling: str, checkerboard: bool) -> None:
+    """A constant feature map decodes to a constant image with resize-convolution, but to the
+    period-2 checkerboard with transposed convolutions (Odena et al. 2016)."""
+    torch.manual_seed(0)
+    generator, _ = build_networks(ModelConfig(image_size=32, generator_channels=8, generator_residual_blocks=1,
+                                              discriminator_layers=5, upsampling=upsampling))
+    with torch.no_grad():
+        decoded = generator.decoder(torch.ones(1, 32, 8, 8))  # (1, 8, 32, 32)
+    interior = decoded[..., 4:-4, 4:-4]
+    spread = (interior - interior.mean(dim=(-2, -1), keepdim=True)).abs().amax().item()
+    assert (spread > 1e-3) == checkerboard, spread
+
+
+def test_unknown_upsampling_rejected() -> None:
+    from ganimation.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.upsampling must be one of transposed, resize; got 'bilinear'"):
+        build_networks(ModelConfig(upsampling="bilinear"))

@@ -18,6 +18,9 @@ import yaml
 from ganimation.aus import NUM_AUS
 
 
+UPSAMPLING_MODES = ("transposed", "resize")
+
+
 class ConfigError(ValueError):
     """An unknown key, a badly typed value or an inconsistent combination of settings."""
 
@@ -33,6 +36,10 @@ class ModelConfig:
     use_attention: bool = True  # False gives the StarGAN-like ablation: the generator writes every pixel
     norm_affine: bool = True  # authors' code: affine InstanceNorm; the 2018 replication has none
     generator_conv_bias: bool = False  # authors' code: no bias before a norm; the replication has biases
+    # How the decoder doubles resolution: "transposed" (the paper's 4x4 stride-2 transposed
+    # convolutions) or "resize" (nearest-neighbour x2 then a 3x3 convolution, Odena et al. 2016),
+    # which cannot write the checkerboard texture that transposed convolutions start with.
+    upsampling: str = "transposed"
 
     def validate(self) -> None:
         if self.image_size % (2 ** self.discriminator_layers):
@@ -44,6 +51,8 @@ class ModelConfig:
         for name in ("num_aus", "generator_channels", "discriminator_channels", "discriminator_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive")
+        if self.upsampling not in UPSAMPLING_MODES:
+            raise ConfigError(f"model.upsampling must be one of {', '.join(UPSAMPLING_MODES)}; got {self.upsampling!r}")
 
 
 @dataclass

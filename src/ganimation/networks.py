@@ -53,6 +53,29 @@ class ConvNormReLU(nn.Sequential):
         )
 
 
+class ResizeConvNormReLU(nn.Sequential):
+    """Nearest-neighbour x2, 3x3 convolution, InstanceNorm, ReLU: the decoder step of
+    ``model.upsampling="resize"``. Every output pixel sees the same number of kernel taps, so the
+    colour and attention masks cannot carry the transposed convolution's checkerboard (Odena et al.,
+    "Deconvolution and Checkerboard Artifacts", Distill 2016)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = False, norm_affine: bool = True) -> None:
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias),
+            _norm(out_channels, norm_affine),
+            nn.ReLU(inplace=True),
+        )
+
+
+def _upsampling_block(config: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """One x2 decoder step: the paper's 4x4 stride-2 transposed convolution, or resize-convolution."""
+    bias, affine = config.generator_conv_bias, config.norm_affine
+    if config.upsampling == "resize":
+        return ResizeConvNormReLU(in_channels, out_channels, bias=bias, norm_affine=affine)
+    return ConvNormReLU(in_channels, out_channels, 4, 2, 1, transposed=True, bias=bias, norm_affine=affine)
+
+
 class ResidualBlock(nn.Module):
     """``x + IN(conv3x3(ReLU(IN(conv3x3(x)))))`` at constant width."""
 
@@ -86,8 +109,8 @@ class Generator(nn.Module):
             *[ResidualBlock(4 * width, bias=bias, norm_affine=affine) for _ in range(config.generator_residual_blocks)]
         )
         self.decoder = nn.Sequential(
-            ConvNormReLU(4 * width, 2 * width, 4, 2, 1, transposed=True, bias=bias, norm_affine=affine),
-            ConvNormReLU(2 * width, width, 4, 2, 1, transposed=True, bias=bias, norm_affine=affine),
+            _upsampling_block(config, 4 * width, 2 * width),
+            _upsampling_block(config, 2 * width, width),
         )
         # The heads never have a bias, in both the authors' code and the replication.
         self.colour_head = nn.Sequential(nn.Conv2d(width, 3, 7, 1, 3, bias=False), nn.Tanh())
