@@ -77,7 +77,8 @@ def sync_playwright():
 
 @pytest.fixture
 def server(tmp_path: Path):
-    """``ganimation web`` on a free localhost port with a tiny random model; yields its URL."""
+    """``ganimation web`` on a free localhost port with a tiny random model (the bundled one when a
+    screenshot is asked for); yields its URL."""
     require_gradio()
     # The screenshot for the docs shows what users get: the bundled model.
     model_args = ([] if os.environ.get("GANIMATION_WEB_SCREENSHOT")
