@@ -31,6 +31,7 @@ def test_defaults_are_the_papers() -> None:
     assert config.loss.lambda_tv == 1e-5
     assert config.loss.lambda_attention == 0.1
     assert config.loss.lambda_idt == 10.0
+    assert config.loss.lambda_same_expression == 0.0  # not in the paper: off unless asked for
     assert config.loss.target_noise == 0.1
     assert config.model.image_size == 128 and config.model.num_aus == NUM_AUS == 17
     assert config.model.use_attention is True

@@ -92,6 +92,24 @@ def test_identity_loss_l1() -> None:
     assert losses.identity_loss(image, image).item() == 0.0
 
 
+def test_same_expression_loss_is_l1_to_the_input() -> None:
+    image = torch.tensor([[1.0, 1.0], [1.0, 0.0]]).view(1, 1, 2, 2)
+    output = torch.tensor([[0.0, 1.0], [1.0, 0.5]]).view(1, 1, 2, 2)
+    assert losses.same_expression_loss(output, image).item() == pytest.approx(1.5 / 4)
+    assert losses.same_expression_loss(image, image).item() == 0.0
+
+
+def test_same_expression_loss_pulls_attention_towards_the_input() -> None:
+    """Through ``A * I + (1 - A) * C`` the loss raises A wherever the colour mask differs from I."""
+    image = torch.zeros(1, 3, 2, 2)
+    colour = torch.tensor([0.5, 0.0, 0.5, 0.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    attention = torch.full((1, 1, 2, 2), 0.5, requires_grad=True)
+    losses.same_expression_loss(attention * image + (1 - attention) * colour, image).backward()
+    gradient = attention.grad.flatten()
+    assert gradient[0] < 0 and gradient[2] < 0  # gradient descent raises A there
+    assert gradient[1] == 0 and gradient[3] == 0  # where C == I the mask is left alone
+
+
 def _linear_critic(weight: torch.Tensor):
     """D(x) = sum(w * x) per image, as a (B, 1, 1, 1) realness map."""
     return lambda images: (images * weight).flatten(1).sum(1).view(-1, 1, 1, 1)

@@ -14,7 +14,8 @@ from ganimation.training import GANimationTrainer, Progress, sample_grid, to_uin
 
 CPU = torch.device("cpu")
 CRITIC_KEYS = {"d/total", "d/wasserstein", "d/gradient_penalty", "d/au_real", "d/real_score", "d/fake_score"}
-GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/attention_mean"}
+GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/same_expression",
+                  "g/attention_mean"}
 
 
 def make_trainer(*overrides: str, pool: torch.Tensor | None = None, steps_per_epoch: int = 5) -> GANimationTrainer:
@@ -105,17 +106,50 @@ def test_generator_step_leaves_critic_trainable_and_untouched() -> None:
     assert 0.0 < metrics["g/attention_mean"] < 1.0
 
 
-def test_metric_values_are_consistent() -> None:
-    trainer = make_trainer("optim.critic_steps=1")
+@pytest.mark.parametrize("same_expression_weight", [0.0, 10.0])
+def test_metric_values_are_consistent(same_expression_weight: float) -> None:
+    trainer = make_trainer("optim.critic_steps=1", f"loss.lambda_same_expression={same_expression_weight}")
     metrics = trainer.train_step(*batch())
     weights = trainer.config.loss
     assert metrics["d/wasserstein"] == pytest.approx(metrics["d/fake_score"] - metrics["d/real_score"], abs=1e-6)
     assert metrics["d/total"] == pytest.approx(metrics["d/wasserstein"] + weights.lambda_gp * metrics["d/gradient_penalty"]
                                                + weights.lambda_cond * metrics["d/au_real"], rel=1e-5)
     assert metrics["g/total"] == pytest.approx(metrics["g/adversarial"] + weights.lambda_cond * metrics["g/au_fake"]
-                                               + metrics["g/attention"] + weights.lambda_idt * metrics["g/cycle"],
-                                               rel=1e-5)
+                                               + metrics["g/attention"] + weights.lambda_idt * metrics["g/cycle"]
+                                               + same_expression_weight * metrics["g/same_expression"], rel=1e-5)
     assert metrics["d/gradient_penalty"] >= 0 and metrics["g/cycle"] >= 0
+
+
+def test_same_expression_loss_is_off_by_default() -> None:
+    trainer = make_trainer()
+    assert trainer.config.loss.lambda_same_expression == 0.0  # the paper's objective
+    calls = []
+    trainer.generator.register_forward_hook(lambda module, inputs, output: calls.append(inputs[1].clone()))
+    images, aus = batch()
+    assert trainer.generator_step(images, aus)["g/same_expression"] == 0.0
+    assert len(calls) == 2  # the edit and the cycle, no third pass
+
+
+def test_same_expression_loss_asks_for_the_source_aus() -> None:
+    trainer = make_trainer("loss.lambda_same_expression=10")
+    images, aus = batch()
+    with torch.no_grad():
+        expected = (trainer.generator(images, aus).image - images).abs().mean().item()
+    calls = []
+    trainer.generator.register_forward_hook(lambda module, inputs, output: calls.append(inputs[1].clone()))
+    metrics = trainer.generator_step(images, aus)
+    assert len(calls) == 3 and torch.equal(calls[2], aus)
+    assert metrics["g/same_expression"] == pytest.approx(expected, rel=1e-5) and expected > 0
+
+
+def test_same_expression_loss_changes_the_generator_update() -> None:
+    images, aus = batch()
+    updated = []
+    for weight in (0.0, 10.0):
+        trainer = make_trainer(f"loss.lambda_same_expression={weight}")
+        trainer.generator_step(images, aus)
+        updated.append(snapshot(trainer.generator))
+    assert any(not torch.equal(updated[0][key], updated[1][key]) for key in updated[0])
 
 
 def test_without_attention_no_attention_loss() -> None:

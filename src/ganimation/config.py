@@ -62,6 +62,11 @@ class LossConfig:
     lambda_attention: float = 0.1  # lambda_A on mean(A) (the L2-like term of eq. 2, as the reference)
     lambda_tv: float = 1e-5  # lambda_TV on the squared-difference total variation of eq. 2
     lambda_idt: float = 10.0  # lambda_idt on the L1 cycle reconstruction of eq. 4
+    # Not in the paper, 0 = off: weight of || G(I | y_o) - I ||_1, the identity-mapping loss of
+    # CycleGAN (Zhu et al. 2017, Sec. 5.2). Asked for the expression it already shows, the generator
+    # should return the image unchanged; without it the attention mask leaves the mouth and eyes to
+    # the colour mask whatever the target (docs/bundled_model.md).
+    lambda_same_expression: float = 0.0
     target_noise: float = 0.1  # uniform noise added to a random sample's AUs to form y_f
 
 

@@ -79,3 +79,14 @@ def attention_loss(attention: Tensor, lambda_tv: float, lambda_attention: float)
 def identity_loss(reconstruction: Tensor, image: Tensor) -> Tensor:
     """Eq. 4, the cycle loss: ``|| G(G(I_yo | y_f) | y_o) - I_yo ||_1``, as a mean over pixels."""
     return torch.mean(torch.abs(reconstruction.float() - image.float()))
+
+
+def same_expression_loss(output: Tensor, image: Tensor) -> Tensor:
+    """Not in the paper: ``|| G(I_yo | y_o) - I_yo ||_1``, CycleGAN's identity-mapping loss.
+
+    Asked for the expression the image already shows, the generator should change nothing. The
+    paper's losses never put that to it directly: the cycle of eq. 4 only asks that a second edit
+    undo the first, so the attention mask may hand whole regions to the colour mask for every
+    target. Weighted by ``lambda_same_expression`` (0 by default, i.e. the paper's objective).
+    """
+    return identity_loss(output, image)

@@ -163,14 +163,18 @@ class GANimationTrainer:
                                  + losses.attention_loss(reconstructed.attention, weights.lambda_tv,
                                                          weights.lambda_attention))
                 cycle = losses.identity_loss(reconstructed.image, images)
-                total = (adversarial + weights.lambda_cond * expression + attention + weights.lambda_idt * cycle)
+                same = torch.zeros((), device=self.device)
+                if weights.lambda_same_expression > 0:
+                    same = losses.same_expression_loss(self.generator(images, aus).image, images)
+                total = (adversarial + weights.lambda_cond * expression + attention + weights.lambda_idt * cycle
+                         + weights.lambda_same_expression * same)
             self.generator_optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.generator_optimizer.step()
         finally:
             self.discriminator.requires_grad_(True)
         return {"g/total": total.item(), "g/adversarial": adversarial.item(), "g/au_fake": expression.item(),
-                "g/attention": attention.item(), "g/cycle": cycle.item(),
+                "g/attention": attention.item(), "g/cycle": cycle.item(), "g/same_expression": same.item(),
                 "g/attention_mean": edited.attention.float().mean().item()}
 
     def train_step(self, images: Tensor, aus: Tensor) -> dict[str, float]:
