@@ -120,11 +120,17 @@ def test_metric_values_are_consistent(same_expression_weight: float) -> None:
     assert metrics["d/gradient_penalty"] >= 0 and metrics["g/cycle"] >= 0
 
 
+def record_generator_aus(trainer: GANimationTrainer) -> list[torch.Tensor]:
+    """The AU vectors of every later generator pass, in order."""
+    calls: list[torch.Tensor] = []
+    trainer.generator.register_forward_hook(lambda module, inputs, output: calls.append(inputs[1].clone()))
+    return calls
+
+
 def test_same_expression_loss_is_off_by_default() -> None:
     trainer = make_trainer()
     assert trainer.config.loss.lambda_same_expression == 0.0  # the paper's objective
-    calls = []
-    trainer.generator.register_forward_hook(lambda module, inputs, output: calls.append(inputs[1].clone()))
+    calls = record_generator_aus(trainer)
     images, aus = batch()
     assert trainer.generator_step(images, aus)["g/same_expression"] == 0.0
     assert len(calls) == 2  # the edit and the cycle, no third pass
@@ -135,8 +141,7 @@ def test_same_expression_loss_asks_for_the_source_aus() -> None:
     images, aus = batch()
     with torch.no_grad():
         expected = (trainer.generator(images, aus).image - images).abs().mean().item()
-    calls = []
-    trainer.generator.register_forward_hook(lambda module, inputs, output: calls.append(inputs[1].clone()))
+    calls = record_generator_aus(trainer)
     metrics = trainer.generator_step(images, aus)
     assert len(calls) == 3 and torch.equal(calls[2], aus)
     assert metrics["g/same_expression"] == pytest.approx(expected, rel=1e-5) and expected > 0
