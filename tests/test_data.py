@@ -16,6 +16,7 @@ from ganimation.data import (
     FaceDataset,
     Sample,
     discover_dataset,
+    identity_groups,
     image_to_tensor,
     tensor_to_image,
     validate_dataset,
@@ -283,3 +284,34 @@ def test_validate_warns_about_values_already_in_model_units(tmp_path: Path) -> N
     report = validate_dataset(tmp_path, check_images=False)
     assert report.ok and any("already divided by 5" in warning for warning in report.warnings)
     assert "warning: no AU exceeds 1" in report.summary()
+
+
+def identity_samples(root: Path, identities: list[str]) -> list[Sample]:
+    """One distinct 4x4 image per entry, AUs all equal to the entry's position / 10."""
+    return [Sample(save_face(root / f"{index:02d}.png", index, size=(4, 4)),
+                   np.full(NUM_AUS, index / 10, dtype=np.float32), identity)
+            for index, identity in enumerate(identities)]
+
+
+def test_pairs_come_from_the_same_identity(tmp_path: Path) -> None:
+    identities = ["a", "b", "a", "c", "b", "a"]
+    dataset = FaceDataset(identity_samples(tmp_path, identities), image_size=4, flip=False, pair_by_identity=True)
+    torch.manual_seed(0)
+    partners: dict[int, set[int]] = {index: set() for index in range(len(identities))}
+    for _ in range(30):
+        for index in range(len(dataset)):
+            item = dataset[index]
+            partner = int(round(float(item["partner_aus"][0]) * 10))  # AUs encode the partner's index
+            partners[index].add(partner)
+            torch.testing.assert_close(item["partner_image"], dataset[partner]["image"])
+    assert partners == {0: {2, 5}, 2: {0, 5}, 5: {0, 2}, 1: {4}, 4: {1}, 3: {3}}  # lone "c" pairs with itself
+
+
+def test_pairing_needs_identities_with_several_images(tmp_path: Path) -> None:
+    assert identity_groups(identity_samples(tmp_path, ["x", "y", "x"])) == {"x": [0, 2], "y": [1]}
+    with pytest.raises(ValueError, match="01.png: no identity; pairing images needs an 'identity' column"):
+        FaceDataset(identity_samples(tmp_path, ["x", None]), image_size=4, pair_by_identity=True)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="every one of the 2 identities has a single image"):
+        FaceDataset(identity_samples(tmp_path, ["x", "y"]), image_size=4, pair_by_identity=True)
+    plain = FaceDataset(identity_samples(tmp_path, ["x", None]), image_size=4)  # type: ignore[list-item]
+    assert set(plain[1]) == {"image", "aus", "index"}

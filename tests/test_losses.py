@@ -110,6 +110,13 @@ def test_same_expression_loss_pulls_attention_towards_the_input() -> None:
     assert gradient[1] == 0 and gradient[3] == 0  # where C == I the mask is left alone
 
 
+def test_paired_loss_is_l1_to_the_true_target() -> None:
+    truth = torch.tensor([[0.0, -1.0], [0.5, 0.5]]).view(1, 1, 2, 2)
+    output = torch.tensor([[0.0, 1.0], [0.0, 0.5]]).view(1, 1, 2, 2)
+    assert losses.paired_loss(output, truth).item() == pytest.approx(2.5 / 4)
+    assert losses.paired_loss(truth, truth).item() == 0.0
+
+
 def _linear_critic(weight: torch.Tensor):
     """D(x) = sum(w * x) per image, as a (B, 1, 1, 1) realness map."""
     return lambda images: (images * weight).flatten(1).sum(1).view(-1, 1, 1, 1)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from conftest import smoke_config
+from ganimation import synth
 from ganimation.config import build_config
-from ganimation.training import GANimationTrainer, Progress, sample_grid, to_uint8
+from ganimation.training import GANimationTrainer, Progress, sample_grid, to_uint8, train
 
 CPU = torch.device("cpu")
 CRITIC_KEYS = {"d/total", "d/wasserstein", "d/gradient_penalty", "d/au_real", "d/real_score", "d/fake_score"}
-GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/same_expression",
+GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/same_expression", "g/paired",
                   "g/attention_mean"}
 
 
@@ -155,6 +159,59 @@ def test_same_expression_loss_changes_the_generator_update() -> None:
         trainer.generator_step(images, aus)
         updated.append(snapshot(trainer.generator))
     assert any(not torch.equal(updated[0][key], updated[1][key]) for key in updated[0])
+
+
+def test_paired_loss_edits_towards_the_partner_and_scores_against_it() -> None:
+    trainer = make_trainer("loss.lambda_paired=100")
+    images, aus = batch()
+    partner_images, partner_aus = batch(seed=3)
+    with torch.no_grad():
+        expected = (trainer.generator(images, partner_aus).image - partner_images).abs().mean().item()
+    calls = record_generator_aus(trainer)
+    metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
+    assert len(calls) == 2 and torch.equal(calls[0], partner_aus) and torch.equal(calls[1], aus)
+    assert metrics["g/paired"] == pytest.approx(expected, rel=1e-5) and expected > 0
+
+
+def test_paired_loss_is_off_by_default() -> None:
+    trainer = make_trainer()
+    assert trainer.config.loss.lambda_paired == 0.0  # the paper's objective
+    images, aus = batch()
+    partner_images, partner_aus = batch(seed=3)
+    calls = record_generator_aus(trainer)
+    metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
+    assert metrics["g/paired"] == 0.0 and not torch.equal(calls[0], partner_aus)  # a random target y_f
+
+
+def test_paired_total_and_flip_keep_partners_aligned(monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer("optim.critic_steps=1", "loss.lambda_paired=100", "data.flip=true")
+    images, aus = batch(size=16)
+    seen = []
+    generator_step = trainer.generator_step
+
+    def spy(images: torch.Tensor, aus: torch.Tensor, partner: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        seen.append((images, partner[0]))
+        return generator_step(images, aus, partner)
+
+    monkeypatch.setattr(trainer, "generator_step", spy)
+    metrics = trainer.train_step(images, aus, (images.flip(-1), aus))
+    flipped, partner_images = seen[0]
+    assert not torch.equal(flipped, images) and not torch.equal(flipped, images.flip(-1))  # some rows flipped
+    assert torch.equal(partner_images, flipped.flip(-1))  # each partner flipped with its own image
+    weights = trainer.config.loss
+    assert metrics["g/total"] == pytest.approx(metrics["g/adversarial"] + weights.lambda_cond * metrics["g/au_fake"]
+                                               + metrics["g/attention"] + weights.lambda_idt * metrics["g/cycle"]
+                                               + 100 * metrics["g/paired"], rel=1e-5)
+
+
+def test_train_with_pairs_from_a_synthetic_dataset(tmp_path: Path, dataset_dir: Path) -> None:
+    root = synth.write_synthetic_dataset(tmp_path / "synth", identities=3, per_identity=3, size=32)
+    extra = ("loss.lambda_paired=10", "optim.critic_steps=1")
+    train(smoke_config(root, tmp_path / "run", 2, *extra), show_progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) == 2 and all(entry["g/paired"] > 0 for entry in logged)
+    with pytest.raises(ValueError, match="no identity; pairing images needs an 'identity' column"):
+        train(smoke_config(dataset_dir, tmp_path / "unpaired", 2, *extra), show_progress=False)
 
 
 def test_without_attention_no_attention_loss() -> None:

@@ -67,6 +67,12 @@ class LossConfig:
     # should return the image unchanged; without it the attention mask leaves the mouth and eyes to
     # the colour mask whatever the target (docs/bundled_model.md).
     lambda_same_expression: float = 0.0
+    # Not in the paper, 0 = off: weight of || G(I | y_p) - I_p ||_1, where I_p is another image of
+    # the same identity (the dataset's identity column) showing AUs y_p, pixel-aligned with I, as
+    # renders of `ganimation synth` are. The paper's setting is unpaired; this supervises the edit
+    # with its true result where the data has one (pix2pix, Isola et al. 2017), and the generator
+    # step then edits towards y_p instead of a random y_f.
+    lambda_paired: float = 0.0
     target_noise: float = 0.1  # uniform noise added to a random sample's AUs to form y_f
 
 
@@ -125,6 +131,9 @@ class Config:
             raise ConfigError("data.batch_size must be positive")
         if self.optim.critic_steps < 1:
             raise ConfigError("optim.critic_steps must be at least 1")
+        negative = [name for name, value in vars(self.loss).items() if value < 0]
+        if negative:
+            raise ConfigError(f"loss weights must be 0 or more: {', '.join(f'loss.{name}' for name in negative)}")
         if self.optim.critic_warmup_steps < 0:
             raise ConfigError("optim.critic_warmup_steps must be 0 or more")
         if self.optim.epochs < 0 or self.optim.decay_epochs < 0 or self.optim.epochs + self.optim.decay_epochs < 1:

@@ -466,9 +466,14 @@ class FaceDataset(Dataset):
     make augmentation reproducible. AUs are unchanged by a flip: OpenFace AUs have no side.
     With ``cache=True`` resized pixels are kept in memory (per worker process), which pays off
     for small crops read every epoch.
+
+    With ``pair_by_identity=True`` each item also holds ``"partner_image"`` and ``"partner_aus"``:
+    another image of the same identity, drawn at random (the same torch RNG), for the paired
+    loss ``loss.lambda_paired``. Identities with a single image are their own partner.
     """
 
-    def __init__(self, samples: Iterable[Sample], image_size: int, flip: bool = True, cache: bool = False) -> None:
+    def __init__(self, samples: Iterable[Sample], image_size: int, flip: bool = True, cache: bool = False,
+                 pair_by_identity: bool = False) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         self.samples: list[Sample] = list(samples)
@@ -476,6 +481,9 @@ class FaceDataset(Dataset):
         self.flip = flip
         self.cache = cache
         self._pixels: dict[int, np.ndarray] = {}
+        self._same_identity: dict[str, list[int]] | None = None
+        if pair_by_identity:
+            self._same_identity = identity_groups(self.samples)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -500,4 +508,34 @@ class FaceDataset(Dataset):
         if self.flip and torch.rand(()).item() < 0.5:
             image = image.flip(-1)
         aus = torch.from_numpy(np.array(self.samples[index].aus, dtype=np.float32))
-        return {"image": image, "aus": aus, "index": index}
+        item = {"image": image, "aus": aus, "index": index}
+        if self._same_identity is not None:
+            partner = self.partner_of(index)
+            item["partner_image"] = image_to_tensor(self.pixels(partner))
+            item["partner_aus"] = torch.from_numpy(np.array(self.samples[partner].aus, dtype=np.float32))
+        return item
+
+    def partner_of(self, index: int) -> int:
+        """A random other sample of the same identity (itself when it is the identity's only one)."""
+        assert self._same_identity is not None, "partner_of needs pair_by_identity=True"
+        group = self._same_identity[str(self.samples[index].identity)]
+        if len(group) == 1:
+            return index
+        # Draw among the others: position p of the group minus `index`, without building that list.
+        position = int(torch.randint(len(group) - 1, ()).item())
+        partner = group[position]
+        return group[-1] if partner == index else partner
+
+
+def identity_groups(samples: Sequence[Sample]) -> dict[str, list[int]]:
+    """Sample indices per identity; a one-line error when the samples do not name identities."""
+    groups: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        if sample.identity is None:
+            raise ValueError(f"{sample.image_path.name}: no identity; pairing images needs an "
+                             f"'identity' column in the AU CSV (as `ganimation synth` writes)")
+        groups.setdefault(sample.identity, []).append(index)
+    if all(len(group) == 1 for group in groups.values()):
+        raise ValueError(f"every one of the {len(groups)} identities has a single image; pairing needs "
+                         f"several images (expressions) of the same identity")
+    return groups

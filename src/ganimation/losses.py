@@ -90,3 +90,12 @@ def same_expression_loss(output: Tensor, image: Tensor) -> Tensor:
     target. Weighted by ``lambda_same_expression`` (0 by default, i.e. the paper's objective).
     """
     return identity_loss(output, image)
+
+
+def paired_loss(output: Tensor, truth: Tensor) -> Tensor:
+    """Not in the paper: ``|| G(I_yo | y_p) - I_yp ||_1`` against the true image at the target AUs.
+
+    Needs the same face at both expressions, pixel-aligned (synthetic renders); the paper's data
+    has no such pairs. Weighted by ``lambda_paired`` (0 by default, i.e. the paper's objective).
+    """
+    return identity_loss(output, truth)

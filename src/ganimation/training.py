@@ -145,10 +145,16 @@ class GANimationTrainer:
                 "d/au_real": condition.item(), "d/real_score": real_scores.mean().item(),
                 "d/fake_score": fake_scores.mean().item()}
 
-    def generator_step(self, images: Tensor, aus: Tensor) -> dict[str, float]:
-        """Generator: adversarial (eq. 1), expression (eq. 3), attention on both masks (eq. 2), cycle (eq. 4)."""
+    def generator_step(self, images: Tensor, aus: Tensor, partner: tuple[Tensor, Tensor] | None = None
+                       ) -> dict[str, float]:
+        """Generator: adversarial (eq. 1), expression (eq. 3), attention on both masks (eq. 2), cycle (eq. 4).
+
+        With ``partner`` = (images, AUs) of the same identities and ``loss.lambda_paired`` > 0 the
+        edit targets the partner's AUs and is also scored against the partner image (not in the paper).
+        """
         weights = self.config.loss
-        targets = self.sample_targets(images.shape[0])
+        paired = partner is not None and weights.lambda_paired > 0
+        targets = partner[1] if paired else self.sample_targets(images.shape[0])
         self.discriminator.requires_grad_(False)
         try:
             with self._autocast():
@@ -166,8 +172,11 @@ class GANimationTrainer:
                 same = torch.zeros((), device=self.device)
                 if weights.lambda_same_expression > 0:
                     same = losses.same_expression_loss(self.generator(images, aus).image, images)
+                truth = torch.zeros((), device=self.device)
+                if paired:
+                    truth = losses.paired_loss(edited.image, partner[0])
                 total = (adversarial + weights.lambda_cond * expression + attention + weights.lambda_idt * cycle
-                         + weights.lambda_same_expression * same)
+                         + weights.lambda_same_expression * same + weights.lambda_paired * truth)
             self.generator_optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.generator_optimizer.step()
@@ -175,18 +184,27 @@ class GANimationTrainer:
             self.discriminator.requires_grad_(True)
         return {"g/total": total.item(), "g/adversarial": adversarial.item(), "g/au_fake": expression.item(),
                 "g/attention": attention.item(), "g/cycle": cycle.item(), "g/same_expression": same.item(),
+                "g/paired": truth.item(),
                 "g/attention_mean": edited.attention.float().mean().item()}
 
-    def train_step(self, images: Tensor, aus: Tensor) -> dict[str, float]:
+    def train_step(self, images: Tensor, aus: Tensor, partner: tuple[Tensor, Tensor] | None = None
+                   ) -> dict[str, float]:
         """One batch: a critic step, and a generator step every ``critic_steps`` batches."""
-        images = self.random_flip(images.to(self.device, non_blocking=True))
         aus = aus.to(self.device, non_blocking=True).float()
+        images = images.to(self.device, non_blocking=True)
+        if partner is None:
+            images = self.random_flip(images)
+        else:
+            # Flipped together along the channel axis, so that each partner stays aligned with its image.
+            both = self.random_flip(torch.cat([images, partner[0].to(self.device, non_blocking=True)], dim=1))
+            images, partner_images = both.split(images.shape[1], dim=1)
+            partner = (partner_images, partner[1].to(self.device, non_blocking=True).float())
         self.generator.train()
         self.discriminator.train()
         metrics = self.critic_step(images, aus)
         warmed_up = self.progress.step >= self.config.optim.critic_warmup_steps
         if warmed_up and (self.progress.step + 1) % self.config.optim.critic_steps == 0:
-            metrics.update(self.generator_step(images, aus))
+            metrics.update(self.generator_step(images, aus, partner))
             self.progress.generator_steps += 1
         self.generator_scheduler.step()
         self.discriminator_scheduler.step()
@@ -382,7 +400,8 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     index = discover_dataset(config.data.root, test_fraction=config.data.test_fraction)
     if not index.train:
         raise ValueError(f"{config.data.root}: no usable training samples (run `ganimation prepare` to see why)")
-    dataset = FaceDataset(index.train, config.model.image_size, flip=False, cache=config.data.cache_images)
+    dataset = FaceDataset(index.train, config.model.image_size, flip=False, cache=config.data.cache_images,
+                          pair_by_identity=config.loss.lambda_paired > 0)
     if config.data.batch_size % context.world_size:
         raise ValueError(f"data.batch_size={config.data.batch_size} is the global batch and must be divisible "
                          f"by the {context.world_size} processes")
@@ -445,7 +464,8 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
             loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.data.num_workers,
                                 pin_memory=device.type == "cuda", persistent_workers=False)
             for batch in loader:
-                metrics = trainer.train_step(batch["image"], batch["aus"])
+                partner = (batch["partner_image"], batch["partner_aus"]) if "partner_image" in batch else None
+                metrics = trainer.train_step(batch["image"], batch["aus"], partner)
                 step = trainer.progress.step
                 # Every rank must stop after the same step, or the others would wait forever in the
                 # next step's all-reduce: a signal seen by any rank stops them all.
