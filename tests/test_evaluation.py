@@ -29,7 +29,7 @@ TINY = ModelConfig(image_size=SIZE, generator_channels=8, generator_residual_blo
                    discriminator_layers=3)
 NEUTRAL = np.zeros(NUM_AUS, dtype=np.float32)
 METRICS = ("psnr", "psnr_face", "ssim", "ssim_face", "au_error", "au_error_all", "change_outside",
-           "au_error/single", "au_error/emotion", "au_error/random")
+           "au_error/single", "au_error/emotion", "au_error/random", "mse_changed", "mse_unchanged")
 
 
 class MeanRegressor:
@@ -130,6 +130,7 @@ def test_oracle_scores_perfectly(evaluated) -> None:  # type: ignore[no-untyped-
     # It returns the ground truth itself, so the judge errs exactly as much as on ground truth.
     assert oracle["au_error"] == pytest.approx(report["regressor_error_on_ground_truth"], abs=1e-12)
     assert oracle["change_outside"] < 1e-3  # the renderer changes (almost) nothing outside the face
+    assert oracle["mse_changed"] == 0.0 and oracle["mse_unchanged"] == 0.0
 
 
 def test_copy_baseline(evaluated, identities: list[synth.Identity]) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +148,7 @@ def test_copy_baseline(evaluated, identities: list[synth.Identity]) -> None:  # 
     assert copy["au_error"] == pytest.approx(np.mean(errors), abs=1e-9)
     assert copy["au_error_all"] == pytest.approx(np.mean(errors_all), abs=1e-9)
     # The copy's image scores, edit by edit: whole image, and the face oval only.
-    whole, face, whole_ssim, face_ssim = [], [], [], []
+    whole, face, whole_ssim, face_ssim, whole_mse = [], [], [], [], []
     for identity, source in zip(identities, sources):
         mask = synth.face_region_mask(identity, SIZE)
         assert 0 < mask.sum() < mask.size
@@ -157,14 +158,18 @@ def test_copy_baseline(evaluated, identities: list[synth.Identity]) -> None:  # 
             face.append(min(psnr(source, truth, mask), PSNR_CAP))
             whole_ssim.append(ssim(source, truth))
             face_ssim.append(ssim(source, truth, mask))
+            whole_mse.append(((source / 255.0 - truth / 255.0) ** 2).mean())
     assert copy["psnr"] == pytest.approx(np.mean(whole), abs=1e-9)
     assert copy["psnr_face"] == pytest.approx(np.mean(face), abs=1e-9)
     assert copy["ssim"] == pytest.approx(np.mean(whole_ssim), abs=1e-9)
     assert copy["ssim_face"] == pytest.approx(np.mean(face_ssim), abs=1e-9)
     assert copy["psnr_face"] < copy["psnr"]  # expressions change the face, nothing else
+    # All of the copy's error is where the truth changed; the untrained model also errs elsewhere.
+    assert copy["mse_changed"] == pytest.approx(np.mean(whole_mse), rel=1e-9) and copy["mse_unchanged"] == 0.0
     model = report["methods"]["model"]
     assert model["psnr"] < copy["psnr"]  # an untrained model only damages the face
     assert model["change_outside"] > 0.0
+    assert model["mse_unchanged"] > 0.0
 
 
 def test_constant_regressor_known_errors(identities: list[synth.Identity]) -> None:

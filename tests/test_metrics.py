@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ganimation.metrics import mean_abs_change, psnr, ssim, ssim_map
+from ganimation.metrics import mean_abs_change, psnr, squared_error_split, ssim, ssim_map
 
 SIZE = 32
 
@@ -126,6 +126,19 @@ def test_mean_abs_change_known_values() -> None:
     red[..., 0] = 51  # one channel of three by 0.2
     assert mean_abs_change(red, before) == pytest.approx(0.2 / 3)
     assert mean_abs_change(after, before, np.zeros((16, 16), bool)) == 0.0  # nothing selected, nothing changed
+
+
+def test_squared_error_split_adds_up_to_the_mse() -> None:
+    reference = np.zeros((2, 2, 3))
+    image = np.array([[[0.5] * 3, [0.1] * 3], [[0.0] * 3, [0.2, 0.2, 0.5]]])
+    region = np.array([[True, False], [False, False]])
+    inside, outside = squared_error_split(image, reference, region)
+    assert inside == pytest.approx(0.25 / 4)  # one pixel of error 0.5 over 4 pixels
+    assert outside == pytest.approx((0.01 + 0.0 + 0.11) / 4)  # (0.04 + 0.04 + 0.25) / 3 = 0.11
+    assert inside + outside == pytest.approx(((image - reference) ** 2).mean())
+    assert squared_error_split(image, reference, ~region) == pytest.approx((outside, inside))
+    with pytest.raises(ValueError, match="does not fit"):
+        squared_error_split(image, reference, np.ones((3, 3), dtype=bool))
 
 
 def test_errors(image: np.ndarray) -> None:

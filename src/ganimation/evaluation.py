@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ganimation.aus import AU_NAMES, EXPRESSIONS, NUM_AUS, expression_aus
 from ganimation.files import save_image, write_text_atomic
-from ganimation.metrics import mean_abs_change, psnr, ssim
+from ganimation.metrics import mean_abs_change, psnr, squared_error_split, ssim
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ def evaluate(methods: dict[str, EditFunction], identities: Sequence[object], siz
         outside = ~face_mask
         for case_index, (kind, label, target) in enumerate(suite):
             truth = synth.render_face(identity, target, size)
+            changed = (truth != source).any(axis=2)  # the pixels the true edit changes
             truth_target_error, truth_all_error = au_errors(regressor.predict(truth), target, neutral)
             truth_errors.append(truth_target_error)
             truth_errors_all.append(truth_all_error)
@@ -147,6 +148,8 @@ def evaluate(methods: dict[str, EditFunction], identities: Sequence[object], siz
                     ssim=ssim(edited, truth), ssim_face=ssim(edited, truth, face_mask), au_error=au_error,
                     au_error_all=au_error_all, change_outside=mean_abs_change(edited, source, outside))
                 scores[name].values.setdefault(f"au_error/{kind}", []).append(au_error)
+                mse_changed, mse_unchanged = squared_error_split(edited, truth, changed)
+                scores[name].add(mse_changed=mse_changed, mse_unchanged=mse_unchanged)
                 if name != "copy":
                     row.append(edited)
                     if attention is not None:

@@ -104,3 +104,19 @@ def mean_abs_change(image: np.ndarray, reference: np.ndarray, mask: np.ndarray |
         selected = _mask(mask, image)
         return float(difference[selected].mean()) if selected.any() else 0.0
     return float(difference.mean())
+
+
+def squared_error_split(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -> tuple[float, float]:
+    """The mean squared error (0-1 scale) of ``image`` against ``reference``, split in two parts.
+
+    Returns (the part from pixels inside ``region``, the part from the others), each a sum over its
+    pixels divided by the number of *all* pixels, so the two add up to the whole image's MSE. With
+    ``region`` = where the true edit differs from the source, it tells whether an edit loses to
+    copying the input by drawing the change badly (first part) or by disturbing the rest (second).
+    """
+    _check_pair(image, reference)
+    squared = (_as_float(image) - _as_float(reference)) ** 2
+    if squared.ndim == 3:
+        squared = squared.mean(axis=2)
+    selected = _mask(region, image)
+    return float(squared[selected].sum() / squared.size), float(squared[~selected].sum() / squared.size)
