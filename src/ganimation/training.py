@@ -153,8 +153,8 @@ class GANimationTrainer:
         edit targets the partner's AUs and is also scored against the partner image (not in the paper).
         """
         weights = self.config.loss
-        paired = partner is not None and weights.lambda_paired > 0
-        targets = partner[1] if paired else self.sample_targets(images.shape[0])
+        use_pairs = partner is not None and weights.lambda_paired > 0
+        targets = partner[1] if use_pairs else self.sample_targets(images.shape[0])
         self.discriminator.requires_grad_(False)
         try:
             with self._autocast():
@@ -172,11 +172,11 @@ class GANimationTrainer:
                 same = torch.zeros((), device=self.device)
                 if weights.lambda_same_expression > 0:
                     same = losses.same_expression_loss(self.generator(images, aus).image, images)
-                truth = torch.zeros((), device=self.device)
-                if paired:
-                    truth = losses.paired_loss(edited.image, partner[0])
+                paired = torch.zeros((), device=self.device)
+                if use_pairs:
+                    paired = losses.paired_loss(edited.image, partner[0])
                 total = (adversarial + weights.lambda_cond * expression + attention + weights.lambda_idt * cycle
-                         + weights.lambda_same_expression * same + weights.lambda_paired * truth)
+                         + weights.lambda_same_expression * same + weights.lambda_paired * paired)
             self.generator_optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.generator_optimizer.step()
@@ -184,7 +184,7 @@ class GANimationTrainer:
             self.discriminator.requires_grad_(True)
         return {"g/total": total.item(), "g/adversarial": adversarial.item(), "g/au_fake": expression.item(),
                 "g/attention": attention.item(), "g/cycle": cycle.item(), "g/same_expression": same.item(),
-                "g/paired": truth.item(),
+                "g/paired": paired.item(),
                 "g/attention_mean": edited.attention.float().mean().item()}
 
     def train_step(self, images: Tensor, aus: Tensor, partner: tuple[Tensor, Tensor] | None = None
