@@ -307,6 +307,20 @@ def test_pairs_come_from_the_same_identity(tmp_path: Path) -> None:
     assert partners == {0: {2, 5}, 2: {0, 5}, 5: {0, 2}, 1: {4}, 4: {1}, 3: {3}}  # lone "c" pairs with itself
 
 
+def test_partners_flip_with_their_image(tmp_path: Path) -> None:
+    samples = identity_samples(tmp_path, ["a", "a"])
+    upright = FaceDataset(samples, image_size=4, flip=False)
+    dataset = FaceDataset(samples, image_size=4, flip=True, pair_by_identity=True)
+    torch.manual_seed(0)
+    flipped = []
+    for _ in range(20):
+        item = dataset[0]
+        flipped.append(not torch.equal(item["image"], upright[0]["image"]))
+        expected = upright[1]["image"].flip(-1) if flipped[-1] else upright[1]["image"]
+        torch.testing.assert_close(item["partner_image"], expected)
+    assert any(flipped) and not all(flipped)
+
+
 def test_pairing_needs_identities_with_several_images(tmp_path: Path) -> None:
     assert identity_groups(identity_samples(tmp_path, ["x", "y", "x"])) == {"x": [0, 2], "y": [1]}
     with pytest.raises(ValueError, match="01.png: no identity; pairing images needs an 'identity' column"):

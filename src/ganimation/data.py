@@ -504,16 +504,21 @@ class FaceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self.samples))[index]
-        image = image_to_tensor(self.pixels(index))
-        if self.flip and torch.rand(()).item() < 0.5:
-            image = image.flip(-1)
-        aus = torch.from_numpy(np.array(self.samples[index].aus, dtype=np.float32))
-        item = {"image": image, "aus": aus, "index": index}
+        flip = self.flip and torch.rand(()).item() < 0.5
+        item = {"image": self._image(index, flip), "aus": self._aus(index), "index": index}
         if self._same_identity is not None:
             partner = self.partner_of(index)
-            item["partner_image"] = image_to_tensor(self.pixels(partner))
-            item["partner_aus"] = torch.from_numpy(np.array(self.samples[partner].aus, dtype=np.float32))
+            # Flipped with the image, or the pair would no longer be pixel-aligned.
+            item["partner_image"] = self._image(partner, flip)
+            item["partner_aus"] = self._aus(partner)
         return item
+
+    def _image(self, index: int, flip: bool) -> torch.Tensor:
+        image = image_to_tensor(self.pixels(index))
+        return image.flip(-1) if flip else image
+
+    def _aus(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.samples[index].aus, dtype=np.float32))
 
     def partner_of(self, index: int) -> int:
         """A random other sample of the same identity (itself when it is the identity's only one)."""
