@@ -37,15 +37,19 @@ def _mask(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
     return selected
 
 
+def _squared_error_map(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(H, W) squared error in [0, 1] units, averaged over the channels."""
+    _check_pair(image, reference)
+    squared = (_as_float(image) - _as_float(reference)) ** 2
+    return squared.mean(axis=2) if squared.ndim == 3 else squared
+
+
 def psnr(image: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Peak signal-to-noise ratio in dB for images in [0, 1] (or uint8), optionally inside a mask.
 
     Identical images give ``inf``.
     """
-    _check_pair(image, reference)
-    squared = (_as_float(image) - _as_float(reference)) ** 2
-    if squared.ndim == 3:
-        squared = squared.mean(axis=2)
+    squared = _squared_error_map(image, reference)
     if mask is not None:
         selected = _mask(mask, image)
         if not selected.any():
@@ -114,9 +118,6 @@ def squared_error_split(image: np.ndarray, reference: np.ndarray, region: np.nda
     ``region`` = where the true edit differs from the source, it tells whether an edit loses to
     copying the input by drawing the change badly (first part) or by disturbing the rest (second).
     """
-    _check_pair(image, reference)
-    squared = (_as_float(image) - _as_float(reference)) ** 2
-    if squared.ndim == 3:
-        squared = squared.mean(axis=2)
+    squared = _squared_error_map(image, reference)
     selected = _mask(region, image)
     return float(squared[selected].sum() / squared.size), float(squared[~selected].sum() / squared.size)
