@@ -117,6 +117,21 @@ def test_paired_loss_is_l1_to_the_true_target() -> None:
     assert losses.paired_loss(truth, truth).item() == 0.0
 
 
+def test_paired_colour_loss_reaches_the_colour_mask_where_attention_keeps_the_input() -> None:
+    image = torch.zeros(1, 3, 2, 2)
+    truth = torch.tensor([[0.0, 0.5], [0.0, 0.0]]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    colour = torch.full((1, 3, 2, 2), 0.25, requires_grad=True)
+    attention = torch.ones(1, 1, 2, 2)  # the input everywhere: the output's loss leaves C untouched
+    losses.paired_loss(attention * image + (1 - attention) * colour, truth).backward()
+    assert colour.grad is not None and torch.count_nonzero(colour.grad) == 0
+    colour.grad = None
+    value = losses.paired_colour_loss(colour, truth)
+    value.backward()
+    assert value.item() == pytest.approx(0.25)  # |0.25 - 0| on 3 pixels, |0.25 - 0.5| on one
+    gradient = colour.grad[0, 0].flatten()
+    assert gradient[1] < 0 and (gradient[[0, 2, 3]] > 0).all()  # each pixel pulled towards its truth
+
+
 def _linear_critic(weight: torch.Tensor):
     """D(x) = sum(w * x) per image, as a (B, 1, 1, 1) realness map."""
     return lambda images: (images * weight).flatten(1).sum(1).view(-1, 1, 1, 1)

@@ -19,7 +19,7 @@ from ganimation.training import GANimationTrainer, Progress, sample_grid, to_uin
 CPU = torch.device("cpu")
 CRITIC_KEYS = {"d/total", "d/wasserstein", "d/gradient_penalty", "d/au_real", "d/real_score", "d/fake_score"}
 GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/same_expression", "g/paired",
-                  "g/attention_mean"}
+                  "g/paired_colour", "g/attention_mean"}
 
 
 def make_trainer(*overrides: str, pool: torch.Tensor | None = None, steps_per_epoch: int = 5) -> GANimationTrainer:
@@ -173,14 +173,31 @@ def test_paired_loss_edits_towards_the_partner_and_scores_against_it() -> None:
     assert metrics["g/paired"] == pytest.approx(expected, rel=1e-5) and expected > 0
 
 
-def test_paired_loss_is_off_by_default() -> None:
+def test_paired_colour_loss_alone_edits_towards_the_partner_and_scores_its_colour_mask() -> None:
+    trainer = make_trainer("loss.lambda_paired_colour=10")
+    images, aus = batch()
+    partner_images, partner_aus = batch(seed=3)
+    with torch.no_grad():
+        expected = (trainer.generator(images, partner_aus).colour - partner_images).abs().mean().item()
+    calls = record_generator_aus(trainer)
+    metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
+    assert torch.equal(calls[0], partner_aus)
+    assert metrics["g/paired_colour"] == pytest.approx(expected, rel=1e-5) and expected > 0
+    weights = trainer.config.loss
+    assert metrics["g/total"] == pytest.approx(metrics["g/adversarial"] + weights.lambda_cond * metrics["g/au_fake"]
+                                               + metrics["g/attention"] + weights.lambda_idt * metrics["g/cycle"]
+                                               + 10 * metrics["g/paired_colour"], rel=1e-5)
+
+
+def test_paired_losses_are_off_by_default() -> None:
     trainer = make_trainer()
-    assert trainer.config.loss.lambda_paired == 0.0  # the paper's objective
+    assert trainer.config.loss.lambda_paired == 0.0 == trainer.config.loss.lambda_paired_colour  # the paper's
     images, aus = batch()
     partner_images, partner_aus = batch(seed=3)
     calls = record_generator_aus(trainer)
     metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
-    assert metrics["g/paired"] == 0.0 and not torch.equal(calls[0], partner_aus)  # a random target y_f
+    assert metrics["g/paired"] == 0.0 == metrics["g/paired_colour"]
+    assert not torch.equal(calls[0], partner_aus)  # a random target y_f
 
 
 def test_paired_total_and_flip_keep_partners_aligned(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,6 +227,11 @@ def test_train_with_pairs_from_a_synthetic_dataset(tmp_path: Path, dataset_dir: 
     train(smoke_config(root, tmp_path / "run", 2, *extra), show_progress=False)
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 2 and all(entry["g/paired"] > 0 for entry in logged)
+    # The colour-mask loss alone also pairs the images.
+    train(smoke_config(root, tmp_path / "colour", 1, "loss.lambda_paired_colour=10", "optim.critic_steps=1"),
+          show_progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "colour" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["g/paired_colour"] > 0 and logged[-1]["g/paired"] > 0  # the L1 is logged at weight 0 too
     with pytest.raises(ValueError, match="no identity; pairing images needs an 'identity' column"):
         train(smoke_config(dataset_dir, tmp_path / "unpaired", 2, *extra), show_progress=False)
 

@@ -73,7 +73,16 @@ class LossConfig:
     # with its true result where the data has one (pix2pix, Isola et al. 2017), and the generator
     # step then edits towards y_p instead of a random y_f.
     lambda_paired: float = 0.0
+    # Not in the paper, 0 = off: weight of || C(I | y_p) - I_p ||_1 on the colour mask itself, with the
+    # same pairs. The output only passes C's gradient through 1 - A, so C is otherwise free wherever
+    # the attention keeps the input, and leaks into any pixel where A is not quite 1.
+    lambda_paired_colour: float = 0.0
     target_noise: float = 0.1  # uniform noise added to a random sample's AUs to form y_f
+
+    @property
+    def uses_pairs(self) -> bool:
+        """Whether a loss needs each image's same-identity partner (the dataset's identity column)."""
+        return self.lambda_paired > 0 or self.lambda_paired_colour > 0
 
 
 @dataclass

@@ -99,3 +99,15 @@ def paired_loss(output: Tensor, truth: Tensor) -> Tensor:
     has no such pairs. Weighted by ``lambda_paired`` (0 by default, i.e. the paper's objective).
     """
     return identity_loss(output, truth)
+
+
+def paired_colour_loss(colour: Tensor, truth: Tensor) -> Tensor:
+    """Not in the paper: ``|| C(I_yo | y_p) - I_yp ||_1``, the colour mask against the true image.
+
+    The composed output of eq. 5 only passes the colour mask's gradient through ``1 - A``, so where
+    the attention mask keeps the input ``C`` is left free and may be anything. Any pixel whose
+    attention is not fully saturated then leaks that into the edit. Scoring ``C`` itself against
+    the true result everywhere asks it to be the edited face, which is what the paper's Fig. 2 shows
+    it to be. Weighted by ``lambda_paired_colour`` (0 by default, i.e. the paper's objective).
+    """
+    return identity_loss(colour, truth)

@@ -149,11 +149,12 @@ class GANimationTrainer:
                        ) -> dict[str, float]:
         """Generator: adversarial (eq. 1), expression (eq. 3), attention on both masks (eq. 2), cycle (eq. 4).
 
-        With ``partner`` = (images, AUs) of the same identities and ``loss.lambda_paired`` > 0 the
-        edit targets the partner's AUs and is also scored against the partner image (not in the paper).
+        With ``partner`` = (images, AUs) of the same identities and ``loss.lambda_paired`` or
+        ``loss.lambda_paired_colour`` > 0 the edit targets the partner's AUs, and its output and
+        colour mask are scored against the partner image (not in the paper).
         """
         weights = self.config.loss
-        use_pairs = partner is not None and weights.lambda_paired > 0
+        use_pairs = partner is not None and weights.uses_pairs
         targets = partner[1] if use_pairs else self.sample_targets(images.shape[0])
         self.discriminator.requires_grad_(False)
         try:
@@ -173,10 +174,13 @@ class GANimationTrainer:
                 if weights.lambda_same_expression > 0:
                     same = losses.same_expression_loss(self.generator(images, aus).image, images)
                 paired = torch.zeros((), device=self.device)
+                paired_colour = torch.zeros((), device=self.device)
                 if use_pairs:
                     paired = losses.paired_loss(edited.image, partner[0])
+                    paired_colour = losses.paired_colour_loss(edited.colour, partner[0])
                 total = (adversarial + weights.lambda_cond * expression + attention + weights.lambda_idt * cycle
-                         + weights.lambda_same_expression * same + weights.lambda_paired * paired)
+                         + weights.lambda_same_expression * same + weights.lambda_paired * paired
+                         + weights.lambda_paired_colour * paired_colour)
             self.generator_optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.generator_optimizer.step()
@@ -184,7 +188,7 @@ class GANimationTrainer:
             self.discriminator.requires_grad_(True)
         return {"g/total": total.item(), "g/adversarial": adversarial.item(), "g/au_fake": expression.item(),
                 "g/attention": attention.item(), "g/cycle": cycle.item(), "g/same_expression": same.item(),
-                "g/paired": paired.item(),
+                "g/paired": paired.item(), "g/paired_colour": paired_colour.item(),
                 "g/attention_mean": edited.attention.float().mean().item()}
 
     def train_step(self, images: Tensor, aus: Tensor, partner: tuple[Tensor, Tensor] | None = None
@@ -401,7 +405,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     if not index.train:
         raise ValueError(f"{config.data.root}: no usable training samples (run `ganimation prepare` to see why)")
     dataset = FaceDataset(index.train, config.model.image_size, flip=False, cache=config.data.cache_images,
-                          pair_by_identity=config.loss.lambda_paired > 0)
+                          pair_by_identity=config.loss.uses_pairs)
     if config.data.batch_size % context.world_size:
         raise ValueError(f"data.batch_size={config.data.batch_size} is the global batch and must be divisible "
                          f"by the {context.world_size} processes")
