@@ -104,10 +104,10 @@ def paired_loss(output: Tensor, truth: Tensor) -> Tensor:
 def paired_colour_loss(colour: Tensor, truth: Tensor) -> Tensor:
     """Not in the paper: ``|| C(I_yo | y_p) - I_yp ||_1``, the colour mask against the true image.
 
-    The composed output of eq. 5 only passes the colour mask's gradient through ``1 - A``, so where
-    the attention mask keeps the input ``C`` is left free and may be anything. Any pixel whose
-    attention is not fully saturated then leaks that into the edit. Scoring ``C`` itself against
-    the true result everywhere asks it to be the edited face, which is what the paper's Fig. 2 shows
-    it to be. Weighted by ``lambda_paired_colour`` (0 by default, i.e. the paper's objective).
+    The composed output (Sec. 4.1, ``A * I_yo + (1 - A) * C``) only passes the colour mask's
+    gradient through ``1 - A``, so where the attention mask keeps the input ``C`` is left free and
+    may be anything. Any pixel whose attention is not fully saturated then leaks that into the
+    edit. Scoring ``C`` itself against the true result everywhere asks it to be the whole edited
+    face. Weighted by ``lambda_paired_colour`` (0 by default, i.e. the paper's objective).
     """
     return identity_loss(colour, truth)
