@@ -8,6 +8,7 @@ sample grids and step counts do not depend on the hash split.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,14 @@ def smoke_config(data_root: Path | str, output_dir: Path | str, steps: int | Non
     if steps is not None:
         overrides.append(f"optim.max_steps={steps}")
     return build_config("smoke", overrides=overrides)
+
+
+def logged_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of ``RUN/metrics.jsonl``, without their wall-clock ``time`` (it differs between runs)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    for row in rows:
+        row.pop("time")
+    return rows
 
 
 @pytest.fixture(scope="session")

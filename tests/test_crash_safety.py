@@ -8,7 +8,6 @@ uninterrupted run with the same seed, step for step.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import logged_metrics
 import ganimation
 from ganimation.checkpoint import (
     MODEL_FILE, CheckpointError, checkpoint_dirs, latest_checkpoint, load_training_state, read_model_file,
@@ -75,13 +75,6 @@ def run(command: list[str], env: dict[str, str] | None = None) -> subprocess.Com
     return result
 
 
-def losses(run_dir: Path) -> list[dict[str, float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    for row in rows:
-        row.pop("time")
-    return rows
-
-
 def wait_for(condition, process: subprocess.Popen[str], what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + TIMEOUT
     while not condition():
@@ -106,7 +99,7 @@ def reference(data: Path) -> list[dict[str, float]]:
     """The uninterrupted run: REFERENCE_STEPS steps, a checkpoint after each."""
     output = data.parent / "reference"
     run(train_command(data, output, REFERENCE_STEPS))
-    rows = losses(output)
+    rows = logged_metrics(output)
     assert [row["step"] for row in rows] == list(range(1, REFERENCE_STEPS + 1))
     return rows
 
@@ -116,7 +109,7 @@ def assert_resumes_exactly(output: Path, reference: list[dict[str, float]]) -> N
     assert latest is not None and int(latest.name.split("_")[1]) < REFERENCE_STEPS
     result = run(resume_command(output, REFERENCE_STEPS))
     assert f"resumed from {latest}" in result.stderr
-    assert losses(output) == reference  # every step, the kept ones and the recomputed ones
+    assert logged_metrics(output) == reference  # every step, the kept ones and the recomputed ones
 
 
 def test_sigkill_during_a_checkpoint_write(tmp_path: Path, data: Path, reference: list[dict[str, float]]) -> None:
@@ -190,7 +183,7 @@ def test_signal_saves_a_checkpoint_and_resume_continues(tmp_path: Path, data: Pa
     _, _, extra = read_model_file(output / MODEL_FILE)
     stopped_at = extra["step"]
     assert extra["interrupted"] is True and stopped_at >= 2
-    assert steps_of(output)[-1] == stopped_at and losses(output)[-1]["step"] == stopped_at
+    assert steps_of(output)[-1] == stopped_at and logged_metrics(output)[-1]["step"] == stopped_at
     assert_resumes_exactly(output, reference)
     _, _, extra = read_model_file(output / MODEL_FILE)
     assert extra == {**extra, "step": REFERENCE_STEPS, "interrupted": False}

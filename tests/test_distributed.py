@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import logged_metrics
 from ganimation.checkpoint import MODEL_FILE, checkpoint_dirs, read_model_file
 from ganimation.config import build_config
 from ganimation.training import GANimationTrainer
@@ -76,13 +76,6 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
     return result
 
 
-def metrics(run_dir: Path) -> list[dict[str, float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    for row in rows:
-        row.pop("time")
-    return rows
-
-
 def test_ranks_draw_their_own_share_of_the_global_batch() -> None:
     """Rank r of N draws the rows r::N of what one process draws for the whole global batch."""
     config = build_config("smoke")
@@ -126,7 +119,7 @@ def test_torchrun_matches_one_process_and_resumes(tmp_path: Path) -> None:
 
     # 2. Two processes with 2 images each = one process with the global batch of 4: the logged
     #    losses (averaged over ranks) agree at every step up to float summation order.
-    ddp_rows, single_rows = metrics(ddp), metrics(single)
+    ddp_rows, single_rows = logged_metrics(ddp), logged_metrics(single)
     assert [row["step"] for row in ddp_rows] == list(range(1, STEPS + 1))
     assert [sorted(row) for row in ddp_rows] == [sorted(row) for row in single_rows]
     for ours, theirs in zip(ddp_rows, single_rows):
@@ -156,7 +149,7 @@ def test_torchrun_matches_one_process_and_resumes(tmp_path: Path) -> None:
     run(torchrun("-m", "ganimation", "train", "--data", str(data), "-o", str(resumed), "--resume", "--no-progress"),
         environment())
     assert [path.name for path in checkpoint_dirs(resumed)][-1] == f"step_{STEPS:09d}"
-    assert metrics(resumed) == ddp_rows[2:]  # the copied run has no earlier log lines
+    assert logged_metrics(resumed) == ddp_rows[2:]  # the copied run has no earlier log lines
     final = load_file(resumed / MODEL_FILE)
     assert all(torch.equal(final[key], saved[key]) for key in saved)
     print(f"torchrun x2 + single + resume: {time.perf_counter() - started:.1f} s")
@@ -190,4 +183,4 @@ def test_a_signal_to_one_rank_stops_every_rank_with_a_checkpoint(tmp_path: Path)
     latest = checkpoint_dirs(output)[-1]
     assert extra["interrupted"] is True and latest.name == f"step_{extra['step']:09d}"
     assert 2 <= extra["step"] < 400
-    assert metrics(output)[-1]["step"] == extra["step"]
+    assert logged_metrics(output)[-1]["step"] == extra["step"]

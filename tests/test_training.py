@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import smoke_config
+from conftest import logged_metrics, smoke_config
 from ganimation import synth
 from ganimation.config import build_config
 from ganimation.training import GANimationTrainer, Progress, sample_grid, to_uint8, train
@@ -218,12 +217,12 @@ def test_train_with_pairs_from_a_synthetic_dataset(tmp_path: Path, dataset_dir: 
     root = synth.write_synthetic_dataset(tmp_path / "synth", identities=3, per_identity=3, size=32)
     extra = ("loss.lambda_paired=10", "optim.critic_steps=1")
     train(smoke_config(root, tmp_path / "run", 2, *extra), show_progress=False)
-    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = logged_metrics(tmp_path / "run")
     assert len(logged) == 2 and all(entry["g/paired"] > 0 for entry in logged)
     # The colour-mask loss alone also pairs the images.
     train(smoke_config(root, tmp_path / "colour", 1, "loss.lambda_paired_colour=10", "optim.critic_steps=1"),
           show_progress=False)
-    logged = [json.loads(line) for line in (tmp_path / "colour" / "metrics.jsonl").read_text().splitlines()]
+    logged = logged_metrics(tmp_path / "colour")
     assert logged[-1]["g/paired_colour"] > 0 and logged[-1]["g/paired"] > 0  # the L1 is logged at weight 0 too
     with pytest.raises(ValueError, match="no identity; pairing images needs an 'identity' column"):
         train(smoke_config(dataset_dir, tmp_path / "unpaired", 2, *extra), show_progress=False)
