@@ -34,6 +34,7 @@ def test_defaults_are_the_papers() -> None:
     assert config.loss.lambda_same_expression == 0.0  # not in the paper: off unless asked for
     assert config.loss.lambda_paired == 0.0  # not in the paper: off unless asked for
     assert config.loss.lambda_paired_colour == 0.0  # not in the paper: off unless asked for
+    assert config.loss.lambda_paired_attention == 0.0
     assert config.loss.uses_pairs is False
     assert config.loss.target_noise == 0.1
     assert config.model.image_size == 128 and config.model.num_aus == NUM_AUS == 17
@@ -232,6 +233,7 @@ def test_bad_type_in_file_names_the_key(tmp_path: Path) -> None:
     (["optim.epochs=-1"], "optim.epochs"),
     (["loss.lambda_paired=-1", "loss.lambda_tv=-0.5"], "0 or more: loss.lambda_tv, loss.lambda_paired$"),
     (["loss.lambda_paired_colour=-2"], "0 or more: loss.lambda_paired_colour$"),
+    (["loss.lambda_paired_attention=-1"], "0 or more: loss.lambda_paired_attention$"),
 ])
 def test_validation_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -240,6 +242,7 @@ def test_validation_errors(overrides: list[str], message: str) -> None:
 
 @pytest.mark.parametrize(("overrides", "expected"), [
     ([], False), (["loss.lambda_paired=1"], True), (["loss.lambda_paired_colour=1"], True),
+    (["loss.lambda_paired_attention=1"], True),
     (["loss.lambda_same_expression=1"], False),
 ])
 def test_uses_pairs_when_a_paired_loss_is_on(overrides: list[str], expected: bool) -> None:

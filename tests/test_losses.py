@@ -132,6 +132,22 @@ def test_paired_colour_loss_reaches_the_colour_mask_where_attention_keeps_the_in
     assert gradient[1] < 0 and (gradient[[0, 2, 3]] > 0).all()  # each pixel pulled towards its truth
 
 
+
+def test_paired_attention_loss_asks_for_the_input_only_where_the_edit_changes_nothing() -> None:
+    image = torch.zeros(1, 3, 2, 2)
+    truth = image.clone()
+    truth[0, 1, 0, 1] = 0.5  # one channel of one pixel changes
+    truth[0, :, 1, 1] = 0.5 / 255  # a quarter of a grey level: within the tolerance, unchanged
+    attention = torch.tensor([[0.9, 0.2], [0.6, 0.7]]).view(1, 1, 2, 2).requires_grad_(True)
+    value = losses.paired_attention_loss(attention, image, truth)
+    value.backward()
+    assert value.item() == pytest.approx((0.1 + 0.4 + 0.3) / 4)  # the changed pixel does not count
+    gradient = attention.grad.flatten()
+    assert gradient[1] == 0  # A is left to the output's loss where the edit changes the pixel
+    assert (gradient[[0, 2, 3]] < 0).all()  # and raised towards 1 everywhere else
+    assert losses.paired_attention_loss(torch.ones(1, 1, 2, 2), image, truth).item() == 0.0
+
+
 def _linear_critic(weight: torch.Tensor):
     """D(x) = sum(w * x) per image, as a (B, 1, 1, 1) realness map."""
     return lambda images: (images * weight).flatten(1).sum(1).view(-1, 1, 1, 1)

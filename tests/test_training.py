@@ -18,7 +18,7 @@ from ganimation.training import GANimationTrainer, Progress, sample_grid, to_uin
 CPU = torch.device("cpu")
 CRITIC_KEYS = {"d/total", "d/wasserstein", "d/gradient_penalty", "d/au_real", "d/real_score", "d/fake_score"}
 GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/same_expression", "g/paired",
-                  "g/paired_colour", "g/attention_mean"}
+                  "g/paired_colour", "g/paired_attention", "g/attention_mean"}
 
 
 def make_trainer(*overrides: str, pool: torch.Tensor | None = None, steps_per_epoch: int = 5) -> GANimationTrainer:
@@ -181,14 +181,37 @@ def test_paired_loss_edits_towards_the_partner_and_scores_against_it(weight: str
                                                + 10 * metrics[key], rel=1e-5)
 
 
+@pytest.mark.parametrize("use_attention", [True, False])
+def test_paired_attention_loss_scores_the_mask_where_the_partner_equals_the_image(use_attention: bool) -> None:
+    trainer = make_trainer("loss.lambda_paired_attention=10", f"model.use_attention={use_attention}")
+    images, aus = batch()
+    partner_images, partner_aus = images.clone(), batch(seed=3)[1]
+    partner_images[..., :4, :] = -partner_images[..., :4, :]  # the edit changes the top rows only
+    with torch.no_grad():
+        attention = trainer.generator(images, partner_aus).attention
+        expected = (1 - attention[..., 4:, :]).sum().item() / attention.numel()
+    calls = record_generator_aus(trainer)
+    metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
+    assert torch.equal(calls[0], partner_aus)  # pairs are drawn for this loss alone
+    if use_attention:
+        assert metrics["g/paired_attention"] == pytest.approx(expected, rel=1e-5) and expected > 0
+    else:  # no attention mask to score, like the paper's attention loss
+        assert metrics["g/paired_attention"] == 0.0
+    weights = trainer.config.loss
+    assert metrics["g/total"] == pytest.approx(metrics["g/adversarial"] + weights.lambda_cond * metrics["g/au_fake"]
+                                               + metrics["g/attention"] + weights.lambda_idt * metrics["g/cycle"]
+                                               + 10 * metrics["g/paired_attention"], rel=1e-5)
+
+
 def test_paired_losses_are_off_by_default() -> None:
     trainer = make_trainer()
-    assert trainer.config.loss.lambda_paired == 0.0 == trainer.config.loss.lambda_paired_colour  # the paper's
+    weights = trainer.config.loss
+    assert weights.lambda_paired == weights.lambda_paired_colour == weights.lambda_paired_attention == 0.0  # the paper's
     images, aus = batch()
     partner_images, partner_aus = batch(seed=3)
     calls = record_generator_aus(trainer)
     metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
-    assert metrics["g/paired"] == 0.0 == metrics["g/paired_colour"]
+    assert metrics["g/paired"] == 0.0 == metrics["g/paired_colour"] == metrics["g/paired_attention"]
     assert not torch.equal(calls[0], partner_aus)  # a random target y_f
 
 

@@ -77,12 +77,16 @@ class LossConfig:
     # same pairs. The output only passes C's gradient through 1 - A, so C is otherwise free wherever
     # the attention keeps the input, and leaks into any pixel where A is not quite 1.
     lambda_paired_colour: float = 0.0
+    # Not in the paper, 0 = off: weight of mean((1 - A) * [I_p == I]) with the same pairs, asking the
+    # attention mask to keep the input exactly where the true edit leaves it alone (no effect on a
+    # model without attention, like lambda_attention).
+    lambda_paired_attention: float = 0.0
     target_noise: float = 0.1  # uniform noise added to a random sample's AUs to form y_f
 
     @property
     def uses_pairs(self) -> bool:
         """Whether a loss needs each image's same-identity partner (the dataset's identity column)."""
-        return self.lambda_paired > 0 or self.lambda_paired_colour > 0
+        return self.lambda_paired > 0 or self.lambda_paired_colour > 0 or self.lambda_paired_attention > 0
 
 
 @dataclass

@@ -111,3 +111,18 @@ def paired_colour_loss(colour: Tensor, truth: Tensor) -> Tensor:
     face. Weighted by ``lambda_paired_colour`` (0 by default, i.e. the paper's objective).
     """
     return identity_loss(colour, truth)
+
+
+def paired_attention_loss(attention: Tensor, image: Tensor, truth: Tensor, tolerance: float = 1.0 / 255.0) -> Tensor:
+    """Not in the paper: ``mean((1 - A) * [I_yp == I_yo])``, the attention mask where the edit changes nothing.
+
+    Where the true result ``I_yp`` equals the input (to half a grey level, ``tolerance`` in the
+    [-1, 1] range), the output is exact only if ``A = 1`` there. The output's own loss gives ``A``
+    little push once the colour mask is close to the face (its gradient on ``A`` is ``I - C``), so
+    ``A`` stays a little short of 1 around the features and every edit blurs them slightly. Pixels
+    the edit changes are left to the output's loss. Weighted by ``lambda_paired_attention`` (0 by
+    default, i.e. the paper's objective).
+    """
+    # (B, 3, H, W) -> (B, 1, H, W): a pixel is unchanged when all three channels are.
+    unchanged = ((truth.float() - image.float()).abs().amax(dim=1, keepdim=True) <= tolerance).float()
+    return torch.mean((1.0 - attention.float()) * unchanged)
