@@ -469,7 +469,7 @@ class FaceDataset(Dataset):
 
     With ``pair_by_identity=True`` each item also holds ``"partner_image"`` and ``"partner_aus"``:
     another image of the same identity, drawn at random (the same torch RNG), for the paired
-    losses ``loss.lambda_paired`` and ``loss.lambda_paired_colour``. Identities with a single
+    losses (``loss.lambda_paired``, ``_colour`` and ``_attention``). Identities with a single
     image are their own partner.
     """
 
