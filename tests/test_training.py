@@ -242,11 +242,12 @@ def test_train_with_pairs_from_a_synthetic_dataset(tmp_path: Path, dataset_dir: 
     train(smoke_config(root, tmp_path / "run", 2, *extra), show_progress=False)
     logged = logged_metrics(tmp_path / "run")
     assert len(logged) == 2 and all(entry["g/paired"] > 0 for entry in logged)
-    # The colour-mask loss alone also pairs the images.
-    train(smoke_config(root, tmp_path / "colour", 1, "loss.lambda_paired_colour=10", "optim.critic_steps=1"),
-          show_progress=False)
-    logged = logged_metrics(tmp_path / "colour")
+    # The colour-mask and attention-mask losses without the output's also pair the images.
+    train(smoke_config(root, tmp_path / "masks", 1, "loss.lambda_paired_colour=10", "loss.lambda_paired_attention=10",
+                       "optim.critic_steps=1"), show_progress=False)
+    logged = logged_metrics(tmp_path / "masks")
     assert logged[-1]["g/paired_colour"] > 0 and logged[-1]["g/paired"] > 0  # the L1 is logged at weight 0 too
+    assert logged[-1]["g/paired_attention"] > 0
     with pytest.raises(ValueError, match="no identity; pairing images needs an 'identity' column"):
         train(smoke_config(dataset_dir, tmp_path / "unpaired", 2, *extra), show_progress=False)
 
