@@ -132,7 +132,6 @@ def test_paired_colour_loss_reaches_the_colour_mask_where_attention_keeps_the_in
     assert gradient[1] < 0 and (gradient[[0, 2, 3]] > 0).all()  # each pixel pulled towards its truth
 
 
-
 def test_paired_attention_loss_asks_for_the_input_only_where_the_edit_changes_nothing() -> None:
     image = torch.zeros(1, 3, 2, 2)
     truth = image.clone()
