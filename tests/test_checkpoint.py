@@ -76,6 +76,40 @@ def test_resume_is_exact(tmp_path: Path, dataset_dir: Path) -> None:
     assert resumed_extra["interrupted"] is False
 
 
+def test_resume_with_weight_average_is_exact(tmp_path: Path, dataset_dir: Path) -> None:
+    average = "optim.ema_decay=0.5"
+    train(smoke_config(dataset_dir, tmp_path / "straight", 6, average), show_progress=False)
+    train(smoke_config(dataset_dir, tmp_path / "resumed", 3, average), show_progress=False)
+    train(smoke_config(dataset_dir, tmp_path / "resumed", 6, average), resume=True, show_progress=False)
+    assert read_metrics(tmp_path / "straight") == read_metrics(tmp_path / "resumed")
+    _, straight, _ = read_model_file(tmp_path / "straight" / MODEL_FILE)
+    _, resumed, _ = read_model_file(tmp_path / "resumed" / MODEL_FILE)
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    # The model files carry the average; the trained generator lives in the training state.
+    checkpoint = latest_checkpoint(tmp_path / "resumed")
+    trained = load_training_state(checkpoint)["generator_training"]
+    _, exported, _ = read_model_file(checkpoint / MODEL_FILE)
+    assert trained.keys() == split_prefix(exported, "generator").keys()
+    assert any(not torch.equal(value, exported[f"generator.{key}"]) for key, value in trained.items())
+
+
+def test_weight_average_starts_from_a_checkpoint_without_one(tmp_path: Path, dataset_dir: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(smoke_config(dataset_dir, run_dir, 2), show_progress=False)
+    _, before, _ = read_model_file(latest_checkpoint(run_dir) / MODEL_FILE)
+    # One more batch without a generator step (smoke: critic_steps=2; step 2 is a critic step).
+    train(smoke_config(dataset_dir, run_dir, 3, "optim.ema_decay=0.5"), resume=True, show_progress=False)
+    state = load_training_state(latest_checkpoint(run_dir))
+    assert state["generator_average_updates"] == 1
+    _, after, _ = read_model_file(latest_checkpoint(run_dir) / MODEL_FILE)
+    generator_keys = [key for key in before if key.startswith("generator.")]
+    assert all(torch.equal(before[key], after[key]) for key in generator_keys)
+    assert all(torch.equal(state["generator_training"][key[len("generator."):]], before[key]) for key in generator_keys)
+    # Back without the average: training continues from the trained weights, not the average.
+    train(smoke_config(dataset_dir, run_dir, 4), resume=True, show_progress=False)
+    assert "generator_training" not in load_training_state(latest_checkpoint(run_dir))
+
+
 def test_resume_with_changed_model_config_fails(tmp_path: Path, dataset_dir: Path) -> None:
     run_dir = tmp_path / "run"
     train(smoke_config(dataset_dir, run_dir, 2), show_progress=False)

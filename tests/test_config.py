@@ -234,6 +234,8 @@ def test_bad_type_in_file_names_the_key(tmp_path: Path) -> None:
     (["loss.lambda_paired=-1", "loss.lambda_tv=-0.5"], "0 or more: loss.lambda_tv, loss.lambda_paired$"),
     (["loss.lambda_paired_colour=-2"], "0 or more: loss.lambda_paired_colour$"),
     (["loss.lambda_paired_attention=-1"], "0 or more: loss.lambda_paired_attention$"),
+    (["optim.ema_decay=1"], "optim.ema_decay must be in \\[0, 1\\)"),
+    (["optim.ema_decay=-0.1"], "optim.ema_decay must be in \\[0, 1\\)"),
 ])
 def test_validation_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -379,6 +379,34 @@ def test_state_dict_round_trip() -> None:
     assert set(expected[0]) >= GENERATOR_KEYS
 
 
+def test_weight_average_is_off_by_default() -> None:
+    trainer = make_trainer()
+    assert trainer.config.optim.ema_decay == 0.0 and trainer.generator_average is None
+    assert trainer.exported_generator is trainer.generator
+    assert "generator_training" not in trainer.state_dict()
+
+
+def test_weight_average_follows_the_trained_generator() -> None:
+    decay = 0.75
+    trainer = make_trainer("optim.critic_steps=1", f"optim.ema_decay={decay}")
+    images, aus = batch()
+    # It starts as a copy of the trained weights, then moves a quarter of the way after each step.
+    expected = snapshot(trainer.generator)
+    assert all(torch.equal(value, expected[key]) for key, value in trainer.exported_generator.state_dict().items())
+    for _ in range(3):
+        trainer.train_step(images, aus)
+        trained = snapshot(trainer.generator)
+        expected = {key: decay * expected[key] + (1 - decay) * trained[key] for key in trained}
+        exported = trainer.exported_generator.state_dict()
+        for key, value in exported.items():
+            torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+    assert trainer.exported_generator is not trainer.generator
+    assert changed(trained, trainer.exported_generator)  # the average is not the trained weights
+    state = trainer.state_dict()
+    assert state["generator_average_updates"] == 4
+    assert all(torch.equal(value, trained[key]) for key, value in state["generator_training"].items())
+
+
 def test_sample_grid_layout() -> None:
     trainer = make_trainer()
     images, aus = batch(3)

@@ -103,6 +103,10 @@ class OptimConfig:
     epochs: int = 20  # epochs at the full learning rate
     decay_epochs: int = 10  # then linear decay to zero over this many epochs
     max_steps: int | None = None  # stop early after this many critic steps (smoke runs, budgets)
+    # Exponential moving average of the generator's weights, per generator step; 0 = off (the
+    # paper). When on, model files carry the average, as ProGAN and StyleGAN ship G_ema: GAN weights
+    # wander from step to step, and their average edits more steadily. 0.999 spans ~1,000 steps.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -147,6 +151,8 @@ class Config:
         negative = [name for name, value in vars(self.loss).items() if value < 0]
         if negative:
             raise ConfigError(f"loss weights must be 0 or more: {', '.join(f'loss.{name}' for name in negative)}")
+        if not 0.0 <= self.optim.ema_decay < 1.0:
+            raise ConfigError("optim.ema_decay must be in [0, 1) (0 = no weight average)")
         if self.optim.critic_warmup_steps < 0:
             raise ConfigError("optim.critic_warmup_steps must be 0 or more")
         if self.optim.epochs < 0 or self.optim.decay_epochs < 0 or self.optim.epochs + self.optim.decay_epochs < 1:

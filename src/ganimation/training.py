@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -98,6 +99,21 @@ class GANimationTrainer:
         self.generator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.generator_optimizer, linear_decay)
         self.discriminator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.discriminator_optimizer, linear_decay)
         self.progress = Progress()
+        # PyTorch's own weight averaging: a separate copy of G whose weights follow the trained ones
+        # by w_avg <- decay * w_avg + (1 - decay) * w after every generator step. It starts from
+        # the current weights (one update), so a run resumed from a checkpoint without an average
+        # starts its average there.
+        self.generator_average: AveragedModel | None = None
+        if optim.ema_decay > 0:
+            self.generator_average = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(optim.ema_decay),
+                                                   use_buffers=True)
+            self.generator_average.update_parameters(self.generator)
+
+    @property
+    def exported_generator(self) -> nn.Module:
+        """The generator that model files, checkpoints' model files and sample grids carry: the
+        weight average with ``optim.ema_decay`` > 0, else the trained weights."""
+        return unwrap(self.generator) if self.generator_average is None else self.generator_average.module
 
     # ------------------------------------------------------------------ randomness
     def _rand(self, batch: int, *shape: int) -> Tensor:
@@ -189,6 +205,8 @@ class GANimationTrainer:
             self.generator_optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.generator_optimizer.step()
+            if self.generator_average is not None:
+                self.generator_average.update_parameters(unwrap(self.generator))
         finally:
             self.discriminator.requires_grad_(True)
         return {"g/total": total.item(), "g/adversarial": adversarial.item(), "g/au_fake": expression.item(),
@@ -228,7 +246,9 @@ class GANimationTrainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """Everything but the weights the model file holds. With a weight average the model file
+        holds the average, so the trained generator travels here (as StyleGAN keeps G and G_ema)."""
+        state: dict[str, Any] = {
             "progress": vars(self.progress).copy(),
             "generator_optimizer": self.generator_optimizer.state_dict(),
             "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
@@ -238,6 +258,11 @@ class GANimationTrainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+        if self.generator_average is not None:
+            state["generator_training"] = {key: value.detach().cpu().clone()
+                                           for key, value in unwrap(self.generator).state_dict().items()}
+            state["generator_average_updates"] = int(self.generator_average.n_averaged.item())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.progress = Progress(**state["progress"])
@@ -251,7 +276,7 @@ class GANimationTrainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def save(self, run_dir: Path, keep: int) -> Path:
-        return save_training_checkpoint(run_dir, self.progress.step, self.generator, self.discriminator,
+        return save_training_checkpoint(run_dir, self.progress.step, self.exported_generator, self.discriminator,
                                         self.config.model, self.state_dict(), self.config.to_yaml(), keep=keep)
 
     def restore(self, checkpoint: Path) -> None:
@@ -260,10 +285,18 @@ class GANimationTrainer:
             differences = [f"{key}: checkpoint {value!r} vs config {getattr(self.config.model, key)!r}"
                            for key, value in vars(model_config).items() if getattr(self.config.model, key) != value]
             raise CheckpointError(f"{checkpoint}: model config differs from this run ({'; '.join(differences)})")
-        load_into(self.generator, split_prefix(tensors, "generator"), source=str(checkpoint), name="generator")
+        state = load_training_state(checkpoint)
+        exported = split_prefix(tensors, "generator")
+        # A checkpoint written with a weight average holds the trained weights in its state;
+        # one written without holds them in its model file, and an average starts from them.
+        load_into(self.generator, state.get("generator_training", exported), source=str(checkpoint),
+                  name="generator")
+        if self.generator_average is not None:
+            load_into(self.generator_average.module, exported, source=str(checkpoint), name="averaged generator")
+            self.generator_average.n_averaged.fill_(state.get("generator_average_updates", 1))
         load_into(self.discriminator, split_prefix(tensors, "discriminator"), source=str(checkpoint),
                   name="discriminator")
-        self.load_state_dict(load_training_state(checkpoint))
+        self.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------- sample grid
@@ -464,7 +497,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
 
     def draw_samples() -> None:
         if context.is_main:
-            grid = sample_grid(unwrap(trainer.generator), fixed_images, fixed_aus, fixed_targets)
+            grid = sample_grid(trainer.exported_generator, fixed_images, fixed_aus, fixed_targets)
             save_image(run_dir / "samples" / f"step_{trainer.progress.step:09d}.png", grid)
 
     stopped = interrupted = False
@@ -500,7 +533,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     if context.is_main:
         draw_samples()
         save_checkpoint()
-        save_model_file(final_model, trainer.generator, trainer.discriminator, config.model,
+        save_model_file(final_model, trainer.exported_generator, trainer.discriminator, config.model,
                         extra={"step": trainer.progress.step, "interrupted": interrupted})
         if log is not None:
             log.close()
