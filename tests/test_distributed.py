@@ -30,7 +30,8 @@ STEPS = 6  # smoke preset: critic_steps 2 -> 3 generator steps; checkpoints at 2
 TIMEOUT = 180
 
 # Runs the real CLI (`ganimation train`) in a torchrun worker and records what only the worker
-# knows: its pid (for the signal test) and, at the end, its own copy of the weights and RNG.
+# knows: its pid (for the signal test) and, at the end, its own copy of the weights it exports
+# (the trained generator, or its average with optim.ema_decay > 0) and RNG.
 WORKER = """
 import os, sys
 from pathlib import Path
@@ -50,7 +51,7 @@ def spy(trainer, device):
 training.wrap_distributed = spy
 code = main(sys.argv[1:])
 trainer = trainers[0]
-state = {f"{name}.{key}": value for name, module in (("generator", trainer.generator),
+state = {f"{name}.{key}": value for name, module in (("generator", trainer.exported_generator),
                                                      ("discriminator", trainer.discriminator))
          for key, value in unwrap(module).state_dict().items()}
 state["rng"] = trainer.rng.get_state()
@@ -153,6 +154,27 @@ def test_torchrun_matches_one_process_and_resumes(tmp_path: Path) -> None:
     final = load_file(resumed / MODEL_FILE)
     assert all(torch.equal(final[key], saved[key]) for key in saved)
     print(f"torchrun x2 + single + resume: {time.perf_counter() - started:.1f} s")
+
+
+def test_torchrun_keeps_the_same_weight_average_on_every_rank(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    average = ("--set", "optim.ema_decay=0.5")
+    run(torchrun(str(worker), *train_args(data, tmp_path / "ddp", "--steps", str(STEPS), *average)),
+        environment(DUMP_DIR=str(dumps)))
+    run([sys.executable, "-m", "ganimation", *train_args(data, tmp_path / "single", "--steps", str(STEPS), *average)],
+        environment())
+    rank0, rank1 = (torch.load(dumps / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
+    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    saved, single = load_file(tmp_path / "ddp" / MODEL_FILE), load_file(tmp_path / "single" / MODEL_FILE)
+    assert all(torch.equal(saved[key], rank0[key]) for key in saved)  # the average, not the trained weights
+    trained = torch.load(checkpoint_dirs(tmp_path / "ddp")[-1] / "training_state.pt", weights_only=True)
+    assert any(not torch.equal(value, saved[f"generator.{key}"]) for key, value in trained["generator_training"].items())
+    # One process on the global batch has the same average (up to Adam's rounding, as above).
+    assert all((saved[key] - single[key]).abs().max() <= 2e-4 * STEPS for key in saved)
 
 
 def test_a_signal_to_one_rank_stops_every_rank_with_a_checkpoint(tmp_path: Path) -> None:
