@@ -97,17 +97,25 @@ def test_ranks_draw_their_own_share_of_the_global_batch() -> None:
     assert all(torch.equal(trainer.rng.get_state(), single.rng.get_state()) for trainer in ranks)
 
 
-def test_torchrun_matches_one_process_and_resumes(tmp_path: Path) -> None:
+def train_twice(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
+    """STEPS steps on one dataset by 2 torchrun workers (into tmp_path/ddp, each dumping its
+    weights into tmp_path/dumps) and by one process (tmp_path/single): (data, dumps)."""
     data = make_dataset(tmp_path / "data")
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     dumps = tmp_path / "dumps"
     dumps.mkdir()
-    ddp, single, resumed = tmp_path / "ddp", tmp_path / "single", tmp_path / "resumed"
+    run(torchrun(str(worker), *train_args(data, tmp_path / "ddp", "--steps", str(STEPS), *extra)),
+        environment(DUMP_DIR=str(dumps)))
+    run([sys.executable, "-m", "ganimation", *train_args(data, tmp_path / "single", "--steps", str(STEPS), *extra)],
+        environment())
+    return data, dumps
 
+
+def test_torchrun_matches_one_process_and_resumes(tmp_path: Path) -> None:
+    ddp, single, resumed = tmp_path / "ddp", tmp_path / "single", tmp_path / "resumed"
     started = time.perf_counter()
-    run(torchrun(str(worker), *train_args(data, ddp, "--steps", str(STEPS))), environment(DUMP_DIR=str(dumps)))
-    run([sys.executable, "-m", "ganimation", *train_args(data, single, "--steps", str(STEPS))], environment())
+    data, dumps = train_twice(tmp_path)
 
     # 1. Both ranks hold identical weights and RNG state, and rank 0 saved exactly them.
     rank0, rank1 = (torch.load(dumps / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
@@ -157,16 +165,7 @@ def test_torchrun_matches_one_process_and_resumes(tmp_path: Path) -> None:
 
 
 def test_torchrun_keeps_the_same_weight_average_on_every_rank(tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "data")
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
-    dumps = tmp_path / "dumps"
-    dumps.mkdir()
-    average = ("--set", "optim.ema_decay=0.5")
-    run(torchrun(str(worker), *train_args(data, tmp_path / "ddp", "--steps", str(STEPS), *average)),
-        environment(DUMP_DIR=str(dumps)))
-    run([sys.executable, "-m", "ganimation", *train_args(data, tmp_path / "single", "--steps", str(STEPS), *average)],
-        environment())
+    _, dumps = train_twice(tmp_path, "--set", "optim.ema_decay=0.5")
     rank0, rank1 = (torch.load(dumps / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
     assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
     saved, single = load_file(tmp_path / "ddp" / MODEL_FILE), load_file(tmp_path / "single" / MODEL_FILE)
