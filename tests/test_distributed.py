@@ -97,14 +97,20 @@ def test_ranks_draw_their_own_share_of_the_global_batch() -> None:
     assert all(torch.equal(trainer.rng.get_state(), single.rng.get_state()) for trainer in ranks)
 
 
-def train_twice(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
-    """STEPS steps on one dataset by 2 torchrun workers (into tmp_path/ddp, each dumping its
-    weights into tmp_path/dumps) and by one process (tmp_path/single): (data, dumps)."""
+def prepare(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A dataset, the worker script and an empty folder for its dumps: (data, worker, dumps)."""
     data = make_dataset(tmp_path / "data")
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     dumps = tmp_path / "dumps"
     dumps.mkdir()
+    return data, worker, dumps
+
+
+def train_twice(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
+    """STEPS steps on one dataset by 2 torchrun workers (into tmp_path/ddp, each dumping its
+    weights into tmp_path/dumps) and by one process (tmp_path/single): (data, dumps)."""
+    data, worker, dumps = prepare(tmp_path)
     run(torchrun(str(worker), *train_args(data, tmp_path / "ddp", "--steps", str(STEPS), *extra)),
         environment(DUMP_DIR=str(dumps)))
     run([sys.executable, "-m", "ganimation", *train_args(data, tmp_path / "single", "--steps", str(STEPS), *extra)],
@@ -177,11 +183,7 @@ def test_torchrun_keeps_the_same_weight_average_on_every_rank(tmp_path: Path) ->
 
 
 def test_a_signal_to_one_rank_stops_every_rank_with_a_checkpoint(tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "data")
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
-    dumps = tmp_path / "dumps"
-    dumps.mkdir()
+    data, worker, dumps = prepare(tmp_path)
     output = tmp_path / "run"
     process = subprocess.Popen(
         torchrun(str(worker), *train_args(data, output, "--steps", "400", "--set", "optim.epochs=100")),
