@@ -170,6 +170,55 @@ def test_sample_aus_statistics() -> None:
     assert samples[happy, AU_NAMES.index("AU06")].mean() > samples[~happy, AU_NAMES.index("AU06")].mean() + 0.1
 
 
+def _is_small_change(varied: np.ndarray, base: np.ndarray, tolerance: float = 0.0) -> bool:
+    """At most two AUs differ, or the same AUs at one common factor (up to clipping at 1)."""
+    if (np.abs(varied - base) > tolerance).sum() <= 2:
+        return True
+    if not base.any() or ((varied > 0) & (base == 0)).any():
+        return False
+    unclipped = (base > 0) & (varied > 0) & (varied < 1)
+    ratios = varied[unclipped] / base[unclipped]
+    return bool(ratios.size) and float(np.ptp(ratios)) < 0.01 + tolerance * 20
+
+
+def test_vary_aus_makes_small_changes() -> None:
+    rng = np.random.default_rng(5)
+    kinds = {"few": 0, "scaled": 0}
+    for _ in range(400):
+        base = synth.sample_aus(rng)
+        varied = synth.vary_aus(rng, base)
+        assert varied.dtype == np.float32 and varied.shape == (NUM_AUS,)
+        assert varied.min() >= 0 and varied.max() <= 1 and not ((varied > 0) & (varied < 0.05)).any()
+        assert _is_small_change(varied, base), (base, varied)
+        kinds["few" if (varied != base).sum() <= 2 else "scaled"] += 1
+    assert kinds["few"] > 150 and kinds["scaled"] > 50, kinds
+    neutral = np.zeros(NUM_AUS, dtype=np.float32)
+    assert all(1 <= (synth.vary_aus(rng, neutral) > 0).sum() <= 2 for _ in range(50)), "neutral gains one or two AUs"
+
+
+def test_dataset_variations(tmp_path: Path) -> None:
+    plain = synth.write_synthetic_dataset(tmp_path / "plain", identities=3, per_identity=4, size=32, seed=2)
+    zero = synth.write_synthetic_dataset(tmp_path / "zero", identities=3, per_identity=4, size=32, seed=2,
+                                         variations=0.0)
+    assert (zero / "aus.csv").read_bytes() == (plain / "aus.csv").read_bytes(), "0 keeps older seeds' data"
+    varied = synth.write_synthetic_dataset(tmp_path / "varied", identities=3, per_identity=6, size=32, seed=2,
+                                           variations=1.0)
+    rows = read_csv(varied / "aus.csv")[1:]
+    people = synth.load_identities(varied / "identities.json")
+    by_identity: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        aus = np.array([float(v) for v in row[2:]]) / OPENFACE_SCALE
+        stored = np.asarray(Image.open(varied / "images" / row[0]).convert("RGB"))
+        assert np.array_equal(stored, synth.render_face(people[row[1]], aus, 32)), row[0]
+        earlier = by_identity.setdefault(row[1], [])
+        if earlier:
+            assert any(_is_small_change(aus, before, tolerance=1e-3) for before in earlier), row[0]
+        earlier.append(aus)
+    assert "variations 1.0" in (varied / "README.txt").read_text()
+    with pytest.raises(ValueError, match="variations"):
+        synth.write_synthetic_dataset(tmp_path / "bad", identities=2, per_identity=2, variations=1.5)
+
+
 def read_csv(path: Path) -> list[list[str]]:
     with open(path, newline="", encoding="utf-8") as stream:
         return list(csv.reader(stream))

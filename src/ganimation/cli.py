@@ -155,6 +155,9 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--variations", type=float, default=0.0,
+                        help="chance that an image is a small change of an earlier one of the same identity, "
+                             "as neighbouring video frames are (default 0: independent expressions)")
     parser.set_defaults(handler=_run_synth)
 
 
@@ -162,7 +165,8 @@ def _run_synth(args: argparse.Namespace) -> int:
     from ganimation.synth import write_synthetic_dataset
 
     path = write_synthetic_dataset(args.output, identities=args.identities, per_identity=args.per_identity,
-                                   size=args.size, seed=args.seed, test_fraction=args.test_fraction)
+                                   size=args.size, seed=args.seed, test_fraction=args.test_fraction,
+                                   variations=args.variations)
     print(f"dataset: {path}")
     return 0
 

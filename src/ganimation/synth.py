@@ -314,6 +314,26 @@ def sample_aus(rng: np.random.Generator) -> np.ndarray:
     return aus.astype(np.float32)
 
 
+def vary_aus(rng: np.random.Generator, aus: np.ndarray) -> np.ndarray:
+    """A nearby expression, as a later frame of the same video shows: a small change of ``aus``.
+
+    One time in three the whole expression grows or fades (all intensities times 0.3..1.4);
+    otherwise one or two AUs change: an active one may switch off, any may take a new intensity
+    (0.15..1). Pairs of such faces teach a model the small, local edits (one AU a little more or
+    less) that independent samples from :func:`sample_aus` seldom pair up.
+    """
+    varied = np.asarray(aus, dtype=np.float64).copy()
+    if varied.any() and rng.random() < 1.0 / 3.0:
+        varied *= rng.uniform(0.3, 1.4)
+    else:
+        for index in rng.choice(NUM_AUS, size=int(rng.integers(1, 3)), replace=False):
+            switch_off = varied[index] > 0 and rng.random() < 0.5
+            varied[index] = 0.0 if switch_off else rng.uniform(0.15, 1.0)
+    varied = np.clip(varied, 0.0, 1.0)
+    varied[varied < 0.05] = 0.0
+    return varied.astype(np.float32)
+
+
 def _add_emotion(rng: np.random.Generator, aus: np.ndarray, name: str, intensity: float) -> None:
     for au, value in EXPRESSIONS[name].items():
         if rng.random() < 0.12:
@@ -1096,8 +1116,8 @@ def au_contact_sheet(identity: Identity, size: int = 96, intensity: float = 1.0,
 _README = """Synthetic GANimation data set (procedural faces with ground-truth Action Units)
 
 Made by ganimation.synth.write_synthetic_dataset: {identities} identities x {per_identity} images,
-{size}x{size} pixels, seed {seed}. Every face is drawn by a renderer from identity parameters and
-17 AU intensities, so the AU labels are exact, not estimated.
+{size}x{size} pixels, seed {seed}, variations {variations}. Every face is drawn by a renderer from
+identity parameters and 17 AU intensities, so the AU labels are exact, not estimated.
 
 images/<identity>_<k>.png   the face crops
 aus.csv                     filename,identity,AU01_r,...,AU45_r on OpenFace's 0-5 scale
@@ -1120,18 +1140,23 @@ def _csv_aus(aus: np.ndarray) -> tuple[list[str], np.ndarray]:
 
 
 def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: int, size: int = 128,
-                            seed: int = 0, test_fraction: float = 0.2) -> Path:
+                            seed: int = 0, test_fraction: float = 0.2, variations: float = 0.0) -> Path:
     """Render a labelled data set in the layout real users bring (see docs/synth.md).
 
     Images are rendered at the AUs *as written* to aus.csv, so re-rendering an identity from
     identities.json with the CSV's AUs reproduces each image exactly. The train/test split is by
-    identity, so test faces are people the model never saw.
+    identity, so test faces are people the model never saw. ``variations`` is the chance that an
+    identity's image after its first is a small change (:func:`vary_aus`) of one of its earlier
+    images instead of a fresh :func:`sample_aus` draw, as neighbouring frames of a video are; at 0
+    (the default) the data set is the same as before the option existed.
     """
     size = _check_size(size)
     if identities < 1 or per_identity < 1:
         raise ValueError("identities and per_identity must be at least 1")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be within [0, 1), got {test_fraction}")
+    if not 0.0 <= variations <= 1.0:
+        raise ValueError(f"variations must be within [0, 1], got {variations}")
     out = Path(out_dir)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -1145,8 +1170,14 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
             person = sample_identity(rng)
             people[name] = person
             files_of[name] = []
+            drawn: list[np.ndarray] = []
             for k in range(per_identity):
-                texts, aus = _csv_aus(sample_aus(rng))
+                # The draw is skipped at 0 so that data sets made before the option keep their seeds.
+                if variations > 0 and drawn and rng.random() < variations:
+                    texts, aus = _csv_aus(vary_aus(rng, drawn[int(rng.integers(len(drawn)))]))
+                else:
+                    texts, aus = _csv_aus(sample_aus(rng))
+                drawn.append(aus)
                 filename = f"{name}_{k:03d}.png"
                 save_image(images / filename, render_face(person, aus, size))
                 rows.append([filename, name, *texts])
@@ -1160,7 +1191,7 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
                "identities": {name: person.to_dict() for name, person in people.items()}}
     write_text_atomic(out / "identities.json", json.dumps(payload, indent=1) + "\n")
     write_text_atomic(out / "README.txt", _README.format(identities=identities, per_identity=per_identity,
-                                                         size=size, seed=seed))
+                                                         size=size, seed=seed, variations=variations))
     logger.info("wrote %d images of %d identities (%d test) to %s", len(rows), identities, len(test_names), out)
     return out
 
