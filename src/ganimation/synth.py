@@ -1148,7 +1148,7 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
     identity, so test faces are people the model never saw. ``variations`` is the chance that an
     identity's image after its first is a small change (:func:`vary_aus`) of one of its earlier
     images instead of a fresh :func:`sample_aus` draw, as neighbouring frames of a video are; at 0
-    (the default) the data set is the same as before the option existed.
+    (the default) a seed gives the same images, AUs and split as before the option existed.
     """
     size = _check_size(size)
     if identities < 1 or per_identity < 1:
