@@ -33,7 +33,7 @@ TIMEOUT = 180
 # knows: its pid (for the signal test) and, at the end, its own copy of the weights it exports
 # (the trained generator, or its average with optim.ema_decay > 0) and RNG.
 WORKER = """
-import os, sys
+import gc, os, sys
 from pathlib import Path
 import torch
 import ganimation.training as training
@@ -58,6 +58,11 @@ state["rng"] = trainer.rng.get_state()
 state["step"] = torch.tensor(trainer.progress.step)
 state["ddp"] = torch.tensor(type(trainer.generator).__name__ == "DistributedDataParallel")
 torch.save(state, dump / f"rank{rank}.pt")
+# The spied trainer's DDP wrappers still hold the destroyed process group; release them while
+# the interpreter is alive, as the CLI does with its own, or Gloo may abort at exit.
+del trainer, state
+trainers.clear()
+gc.collect()
 sys.exit(code)
 """
 

@@ -87,6 +87,8 @@ def torch_distributed_requested() -> bool:
 
 
 def _train_distributed(config, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    import gc
+
     import torch
     import torch.distributed as dist
 
@@ -99,6 +101,9 @@ def _train_distributed(config, args: argparse.Namespace) -> int:  # type: ignore
         if dist.get_rank() == 0:
             print(f"model: {model_path}")
     finally:
+        # DDP's reducer holds the process group: free any wrapper left in a reference cycle first,
+        # or Gloo's threads are torn down at interpreter exit, which can abort the process.
+        gc.collect()
         dist.destroy_process_group()
     return 0
 
