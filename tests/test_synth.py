@@ -203,16 +203,11 @@ def test_dataset_variations(tmp_path: Path) -> None:
     assert (zero / "aus.csv").read_bytes() == (plain / "aus.csv").read_bytes(), "0 keeps older seeds' data"
     varied = synth.write_synthetic_dataset(tmp_path / "varied", identities=3, per_identity=6, size=32, seed=2,
                                            variations=1.0)
-    rows = read_csv(varied / "aus.csv")[1:]
-    people = synth.load_identities(varied / "identities.json")
     by_identity: dict[str, list[np.ndarray]] = {}
-    for row in rows:
-        aus = np.array([float(v) for v in row[2:]]) / OPENFACE_SCALE
-        stored = np.asarray(Image.open(varied / "images" / row[0]).convert("RGB"))
-        assert np.array_equal(stored, synth.render_face(people[row[1]], aus, 32)), row[0]
-        earlier = by_identity.setdefault(row[1], [])
+    for filename, identity_name, aus in rendered_rows(varied, 32):
+        earlier = by_identity.setdefault(identity_name, [])
         if earlier:
-            assert any(_is_small_change(aus, before, tolerance=1e-3) for before in earlier), row[0]
+            assert any(_is_small_change(aus, before, tolerance=1e-3) for before in earlier), filename
         earlier.append(aus)
     assert "variations 1.0" in (varied / "README.txt").read_text()
     with pytest.raises(ValueError, match="variations"):
@@ -222,6 +217,19 @@ def test_dataset_variations(tmp_path: Path) -> None:
 def read_csv(path: Path) -> list[list[str]]:
     with open(path, newline="", encoding="utf-8") as stream:
         return list(csv.reader(stream))
+
+
+def rendered_rows(out: Path, size: int) -> list[tuple[str, str, np.ndarray]]:
+    """aus.csv as (filename, identity, AUs in [0, 1]), after checking that every stored image is
+    exactly the render of its identity (from identities.json) at the AUs its row reads back as."""
+    people = synth.load_identities(out / "identities.json")
+    rows = []
+    for filename, identity_name, *values in read_csv(out / "aus.csv")[1:]:
+        aus = np.array([float(v) for v in values]) / OPENFACE_SCALE
+        stored = np.asarray(Image.open(out / "images" / filename).convert("RGB"))
+        assert np.array_equal(stored, synth.render_face(people[identity_name], aus, size)), filename
+        rows.append((filename, identity_name, aus))
+    return rows
 
 
 def test_write_synthetic_dataset(tmp_path: Path) -> None:
@@ -243,12 +251,8 @@ def test_write_synthetic_dataset(tmp_path: Path) -> None:
     assert not {identity_of[f] for f in train} & {identity_of[f] for f in test}
     assert (out / "README.txt").read_text().strip()
 
-    people = synth.load_identities(out / "identities.json")
     assert json.loads((out / "identities.json").read_text())["size"] == 48
-    for row in rows[1:]:
-        aus = np.array([float(v) for v in row[2:]]) / OPENFACE_SCALE
-        stored = np.asarray(Image.open(out / "images" / row[0]).convert("RGB"))
-        assert np.array_equal(stored, synth.render_face(people[row[1]], aus, 48)), row[0]
+    assert len(rendered_rows(out, 48)) == 15
     assert not list(out.rglob(".*.tmp*")), "no temporary files left behind"
 
     again = synth.write_synthetic_dataset(tmp_path / "again", identities=5, per_identity=3, size=48, seed=3)

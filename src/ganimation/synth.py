@@ -309,9 +309,7 @@ def sample_aus(rng: np.random.Generator) -> np.ndarray:
     aus[active] += rng.normal(0.0, 0.04, size=int(active.sum()))
     if rng.random() < 0.06:
         aus[_AU_POS["AU45"]] = rng.uniform(0.5, 1.0)
-    aus = np.clip(aus, 0.0, 1.0)
-    aus[aus < 0.05] = 0.0
-    return aus.astype(np.float32)
+    return _sparse_aus(aus)
 
 
 def vary_aus(rng: np.random.Generator, aus: np.ndarray) -> np.ndarray:
@@ -329,9 +327,14 @@ def vary_aus(rng: np.random.Generator, aus: np.ndarray) -> np.ndarray:
         for index in rng.choice(NUM_AUS, size=int(rng.integers(1, 3)), replace=False):
             switch_off = varied[index] > 0 and rng.random() < 0.5
             varied[index] = 0.0 if switch_off else rng.uniform(0.15, 1.0)
-    varied = np.clip(varied, 0.0, 1.0)
-    varied[varied < 0.05] = 0.0
-    return varied.astype(np.float32)
+    return _sparse_aus(varied)
+
+
+def _sparse_aus(aus: np.ndarray) -> np.ndarray:
+    """Clipped to [0, 1], with intensities under 0.05 (below what OpenFace reports) set to 0."""
+    aus = np.clip(aus, 0.0, 1.0)
+    aus[aus < 0.05] = 0.0
+    return aus.astype(np.float32)
 
 
 def _add_emotion(rng: np.random.Generator, aus: np.ndarray, name: str, intensity: float) -> None:
