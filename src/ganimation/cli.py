@@ -22,6 +22,7 @@ examples:
   ganimation prepare data/synth                          # validate a dataset before training
   ganimation train --data data/synth --preset paper128 -o runs/exp1
   ganimation train -o runs/exp1 --resume                 # continue exactly where it stopped
+  ganimation train --data data/mine --preset cpu64 -o runs/tuned --init bundled   # fine-tune a model
   torchrun --nproc_per_node 4 -m ganimation train --data data/synth -o runs/ddp   # data-parallel
   ganimation convert net_epoch_30_id_G.pth -o model.safetensors   # import the authors' weights
   ganimation animate face.png --checkpoint runs/exp1 --au AU12=0.8 --au AU06=0.6 -o smile.png
@@ -43,6 +44,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="start from a trained model (file, checkpoint, run folder or 'bundled') instead of "
+                             "random weights; wider model.*_channels grow it (sets run.init_from)")
     parser.add_argument("--steps", type=int, help="stop after this many critic steps (sets optim.max_steps)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     parser.set_defaults(handler=_run_train)
@@ -59,6 +63,8 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides.append(f"run.output_dir={args.output}")
     if args.steps is not None:
         overrides.append(f"optim.max_steps={args.steps}")
+    if args.init:
+        overrides.append(f"run.init_from={args.init}")
     config_file = args.config
     if args.resume and args.output and not args.config and (Path(args.output) / "config.yaml").is_file():
         # Resuming: start from the run's own saved config; command-line overrides still apply.

@@ -124,6 +124,10 @@ class RunConfig:
     output_dir: str = "runs/ganimation"
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    # Start from a trained model (file, checkpoint, run folder or "bundled") instead of random
+    # weights, grown to wider model.*_channels if asked (ganimation.warmstart); a checkpoint of
+    # this run, when resuming, takes precedence.
+    init_from: str | None = None
     bf16: bool = False  # autocast to bfloat16 (CUDA, or a CPU with AVX512-BF16/AMX: 1.6x faster on one core)
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume tests
     log_every: int = 10

@@ -37,6 +37,7 @@ from ganimation.checkpoint import (
 from ganimation.config import Config
 from ganimation.files import save_image, write_text_atomic
 from ganimation.networks import build_networks
+from ganimation.warmstart import initial_networks
 
 logger = logging.getLogger(__name__)
 
@@ -456,11 +457,17 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
         raise ValueError(f"{config.data.root}: {len(dataset)} training images are fewer than one batch "
                          f"of {config.data.batch_size}")
     target_pool = torch.from_numpy(np.stack([sample.aus for sample in index.train]))
-    trainer = GANimationTrainer(config, target_pool, steps_per_epoch, device)
-
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
-        logger.warning("--resume: no checkpoint in %s yet, starting from scratch", run_dir)
+        logger.warning("--resume: no checkpoint in %s yet, starting from %s", run_dir,
+                       config.run.init_from or "scratch")
+    generator = discriminator = None
+    if config.run.init_from and checkpoint is None:
+        generator, discriminator = initial_networks(config.run.init_from, config.model, config.run.seed)
+        if discriminator is None:
+            logger.warning("%s has no critic; training starts a fresh one", config.run.init_from)
+            discriminator = build_networks(config.model)[1]
+    trainer = GANimationTrainer(config, target_pool, steps_per_epoch, device, generator, discriminator)
     if checkpoint is not None:
         trainer.restore(checkpoint)
         logger.info("resumed from %s (step %d, epoch %d)", checkpoint, trainer.progress.step, trainer.progress.epoch)
