@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from conftest import smoke_config
-from ganimation.checkpoint import CheckpointError
+from ganimation.checkpoint import CheckpointError, save_model_file
 from ganimation.cli import main
 from ganimation.config import ModelConfig
 from ganimation.inference import GANimation
@@ -102,7 +102,7 @@ def test_initial_networks_from_a_run_and_from_a_missing_file(trained_run: Path, 
     wider = dataclasses.replace(model.config, generator_channels=model.config.generator_channels + 4,
                                 discriminator_channels=model.config.discriminator_channels + 2)
     generator, discriminator = initial_networks(str(trained_run), wider)
-    assert discriminator is not None and generator.training
+    assert generator.training and discriminator.training
     images, aus = inputs()
     generator.eval()
     with torch.no_grad():
@@ -111,6 +111,18 @@ def test_initial_networks_from_a_run_and_from_a_missing_file(trained_run: Path, 
         torch.testing.assert_close(discriminator(images).aus, model.discriminator(images).aus, atol=2e-5, rtol=1e-4)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         initial_networks(str(tmp_path / "absent.safetensors"), wider)
+
+
+def test_a_model_file_without_critic_gets_a_fresh_one(trained_run: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    model = GANimation.load(trained_run)
+    generator_only = save_model_file(tmp_path / "generator.safetensors", model.generator, None, model.config)
+    generator, discriminator = initial_networks(str(generator_only), model.config)
+    assert "has no critic; training starts a fresh one" in caplog.text
+    images, aus = inputs()
+    assert discriminator(images).aus.shape == (3, model.config.num_aus)
+    for key, value in model.generator.state_dict().items():
+        assert torch.equal(generator.state_dict()[key], value), key
 
 
 def test_training_from_a_model_starts_at_its_weights(trained_run: Path, dataset_dir: Path, tmp_path: Path) -> None:

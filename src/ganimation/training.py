@@ -464,9 +464,6 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     generator = discriminator = None
     if config.run.init_from and checkpoint is None:
         generator, discriminator = initial_networks(config.run.init_from, config.model, config.run.seed)
-        if discriminator is None:
-            logger.warning("%s has no critic; training starts a fresh one", config.run.init_from)
-            discriminator = build_networks(config.model)[1]
     trainer = GANimationTrainer(config, target_pool, steps_per_epoch, device, generator, discriminator)
     if checkpoint is not None:
         trainer.restore(checkpoint)

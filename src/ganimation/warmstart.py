@@ -32,7 +32,7 @@ from torch import nn
 
 from ganimation.checkpoint import CheckpointError
 from ganimation.config import ModelConfig
-from ganimation.networks import Discriminator, Generator
+from ganimation.networks import Discriminator, Generator, init_weights
 
 logger = logging.getLogger(__name__)
 
@@ -99,20 +99,18 @@ def _grow(trained: nn.Module, grown: nn.Module, plan: Iterable[_Layer], seed: in
         out_axis, in_axis = (1, 0) if isinstance(old_conv, nn.ConvTranspose2d) else (0, 1)
         weight = old_conv.weight.detach().float()
         bias = old_conv.bias.detach().float() if old_conv.bias is not None else None
-        if layer.writes is not None:
+        if layer.writes is not None and layer.writes not in maps:
             old_out, new_out = weight.shape[out_axis], new_conv.weight.shape[out_axis]
-            if layer.writes not in maps:
-                maps[layer.writes] = _ChannelMap(old_out, new_out, generator) if new_out > old_out else None
-            channel_map = maps[layer.writes]
-            if channel_map is not None:
-                weight = weight.index_select(out_axis, channel_map.source)
-                bias = bias.index_select(0, channel_map.source) if bias is not None else None
-        if layer.reads is not None and maps.get(layer.reads) is not None:
-            channel_map = maps[layer.reads]
-            assert channel_map is not None
+            maps[layer.writes] = _ChannelMap(old_out, new_out, generator) if new_out > old_out else None
+        write_map = maps[layer.writes] if layer.writes is not None else None
+        read_map = maps[layer.reads] if layer.reads is not None else None
+        if write_map is not None:
+            weight = weight.index_select(out_axis, write_map.source)
+            bias = bias.index_select(0, write_map.source) if bias is not None else None
+        if read_map is not None:
             shape = [1] * weight.dim()
             shape[in_axis] = -1
-            weight = weight.index_select(in_axis, channel_map.source) * channel_map.share.view(shape)
+            weight = weight.index_select(in_axis, read_map.source) * read_map.share.view(shape)
         with torch.no_grad():
             new_conv.weight.copy_(weight)
             if bias is not None:
@@ -120,11 +118,10 @@ def _grow(trained: nn.Module, grown: nn.Module, plan: Iterable[_Layer], seed: in
         covered.update(f"{layer.conv}.{name}" for name, _ in old_conv.named_parameters())
         if layer.norm is not None:
             old_norm, new_norm = trained.get_submodule(layer.norm), grown.get_submodule(layer.norm)
-            channel_map = maps.get(layer.writes) if layer.writes else None
             for name, value in old_norm.named_parameters():
                 value = value.detach().float()
-                if channel_map is not None:
-                    value = value.index_select(0, channel_map.source)
+                if write_map is not None:
+                    value = value.index_select(0, write_map.source)
                 with torch.no_grad():
                     getattr(new_norm, name).copy_(value)
                 covered.add(f"{layer.norm}.{name}")
@@ -161,11 +158,10 @@ def grow_discriminator(trained: Discriminator, config: ModelConfig, seed: int = 
     return grown
 
 
-def initial_networks(path: str, config: ModelConfig, seed: int = 0) -> tuple[Generator, Discriminator | None]:
+def initial_networks(path: str, config: ModelConfig, seed: int = 0) -> tuple[Generator, Discriminator]:
     """The networks ``run.init_from`` names, grown to ``config``'s widths when it asks for more.
 
-    The critic is None when the model file carries none (e.g. one exported without it); training
-    then starts a fresh critic.
+    A model file without a critic (e.g. one exported without it) gives a freshly initialised one.
     """
     from ganimation.inference import GANimation
 
@@ -177,12 +173,14 @@ def initial_networks(path: str, config: ModelConfig, seed: int = 0) -> tuple[Gen
                     model.config.generator_channels, config.generator_channels)
         generator = grow_generator(generator, config, seed)
     discriminator = model.discriminator
-    if discriminator is not None and config.discriminator_channels > model.config.discriminator_channels:
+    if discriminator is None:
+        logger.warning("%s has no critic; training starts a fresh one", model.source)
+        discriminator = Discriminator(config)
+        init_weights(discriminator)
+    elif config.discriminator_channels > model.config.discriminator_channels:
         logger.info("growing the critic of %s from %d to %d channels", model.source,
                     model.config.discriminator_channels, config.discriminator_channels)
         discriminator = grow_discriminator(discriminator, config, seed)
     # The loaded networks carry the file's config object; give them the run's (same architecture).
-    generator.config = config
-    if discriminator is not None:
-        discriminator.config = config
-    return generator.train(), (discriminator.train() if discriminator is not None else None)
+    generator.config = discriminator.config = config
+    return generator.train(), discriminator.train()
