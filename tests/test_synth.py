@@ -262,6 +262,20 @@ def test_write_synthetic_dataset(tmp_path: Path) -> None:
     assert (other / "aus.csv").read_bytes() != (out / "aus.csv").read_bytes()
 
 
+def test_parallel_rendering_writes_the_same_dataset(tmp_path: Path) -> None:
+    serial = synth.write_synthetic_dataset(tmp_path / "serial", identities=5, per_identity=3, size=32, seed=5,
+                                           variations=0.5)
+    parallel = synth.write_synthetic_dataset(tmp_path / "parallel", identities=5, per_identity=3, size=32, seed=5,
+                                             variations=0.5, workers=2)
+    files = sorted(path.relative_to(serial) for path in serial.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(parallel) for path in parallel.rglob("*") if path.is_file())
+    assert len(files) == 15 + 5  # images + aus.csv, the two splits, identities.json, README.txt
+    for name in files:
+        assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name
+    with pytest.raises(ValueError, match="workers"):
+        synth.write_synthetic_dataset(tmp_path / "bad", identities=2, per_identity=1, workers=-1)
+
+
 def test_dataset_argument_checks(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         synth.write_synthetic_dataset(tmp_path, identities=0, per_identity=1)

@@ -23,12 +23,16 @@ transform (roll, scale, shift) maps it onto the image.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import csv
 import dataclasses
+import functools
 import io
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1142,8 +1146,33 @@ def _csv_aus(aus: np.ndarray) -> tuple[list[str], np.ndarray]:
     return texts, np.array([float(text) for text in texts]) / OPENFACE_SCALE
 
 
+def _render_identity(images: Path, name: str, index: int, seed: int, per_identity: int, size: int,
+                     variations: float) -> tuple[Identity, list[list[str]]]:
+    """Sample identity ``index`` of ``seed``, render its images into ``images`` and return its CSV rows.
+
+    Everything random comes from the identity's own stream, so identities can be rendered in any
+    order or process and the data set is the same.
+    """
+    rng = _identity_rng(seed, index)
+    person = sample_identity(rng)
+    rows: list[list[str]] = []
+    drawn: list[np.ndarray] = []
+    for k in range(per_identity):
+        # The draw is skipped at 0 so that data sets made before the option keep their seeds.
+        if variations > 0 and drawn and rng.random() < variations:
+            texts, aus = _csv_aus(vary_aus(rng, drawn[int(rng.integers(len(drawn)))]))
+        else:
+            texts, aus = _csv_aus(sample_aus(rng))
+        drawn.append(aus)
+        filename = f"{name}_{k:03d}.png"
+        save_image(images / filename, render_face(person, aus, size))
+        rows.append([filename, name, *texts])
+    return person, rows
+
+
 def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: int, size: int = 128,
-                            seed: int = 0, test_fraction: float = 0.2, variations: float = 0.0) -> Path:
+                            seed: int = 0, test_fraction: float = 0.2, variations: float = 0.0,
+                            workers: int = 1) -> Path:
     """Render a labelled data set in the layout real users bring (see docs/synth.md).
 
     Images are rendered at the AUs *as written* to aus.csv, so re-rendering an identity from
@@ -1152,6 +1181,8 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
     identity's image after its first is a small change (:func:`vary_aus`) of one of its earlier
     images instead of a fresh :func:`sample_aus` draw, as neighbouring frames of a video are; at 0
     (the default) a seed gives the same images, AUs and split as before the option existed.
+    ``workers`` processes render identities in parallel (0 = one per CPU core); the files written
+    do not depend on it.
     """
     size = _check_size(size)
     if identities < 1 or per_identity < 1:
@@ -1160,6 +1191,9 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
         raise ValueError(f"test_fraction must be within [0, 1), got {test_fraction}")
     if not 0.0 <= variations <= 1.0:
         raise ValueError(f"variations must be within [0, 1], got {variations}")
+    if workers < 0:
+        raise ValueError(f"workers must be 0 (one per core) or more, got {workers}")
+    workers = min(workers or len(os.sched_getaffinity(0)), identities)  # the cores this process may use
     out = Path(out_dir)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -1167,25 +1201,21 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
     people: dict[str, Identity] = {}
     rows: list[list[str]] = []
     files_of: dict[str, list[str]] = {}
-    with tqdm(total=identities * per_identity, desc="synth", unit="img") as progress:
-        for index, name in enumerate(names):
-            rng = _identity_rng(seed, index)
-            person = sample_identity(rng)
+    render = functools.partial(_render_identity, images, seed=seed, per_identity=per_identity, size=size,
+                               variations=variations)
+    with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(tqdm(total=identities * per_identity, desc="synth", unit="img"))
+        if workers > 1:
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(max_workers=workers))
+            # map keeps the identities in order; chunks amortise the inter-process round trips
+            rendered = pool.map(render, names, range(identities), chunksize=max(1, identities // (8 * workers)))
+        else:
+            rendered = map(render, names, range(identities))
+        for name, (person, person_rows) in zip(names, rendered):
             people[name] = person
-            files_of[name] = []
-            drawn: list[np.ndarray] = []
-            for k in range(per_identity):
-                # The draw is skipped at 0 so that data sets made before the option keep their seeds.
-                if variations > 0 and drawn and rng.random() < variations:
-                    texts, aus = _csv_aus(vary_aus(rng, drawn[int(rng.integers(len(drawn)))]))
-                else:
-                    texts, aus = _csv_aus(sample_aus(rng))
-                drawn.append(aus)
-                filename = f"{name}_{k:03d}.png"
-                save_image(images / filename, render_face(person, aus, size))
-                rows.append([filename, name, *texts])
-                files_of[name].append(filename)
-                progress.update(1)
+            rows.extend(person_rows)
+            files_of[name] = [row[0] for row in person_rows]
+            progress.update(per_identity)
     test_names = _test_identities(names, test_fraction, seed)
     _write_csv(out / "aus.csv", ["filename", "identity", *OPENFACE_COLUMNS], rows)
     for split, chosen in (("train", [n for n in names if n not in test_names]), ("test", [n for n in names if n in test_names])):
