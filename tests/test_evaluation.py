@@ -29,7 +29,7 @@ TINY = ModelConfig(image_size=SIZE, generator_channels=8, generator_residual_blo
                    discriminator_layers=3)
 NEUTRAL = np.zeros(NUM_AUS, dtype=np.float32)
 METRICS = ("psnr", "psnr_face", "ssim", "ssim_face", "au_error", "au_error_all", "change_outside",
-           "au_error/single", "au_error/emotion", "au_error/random", "mse_changed", "mse_unchanged")
+           "au_error/single", "au_error/emotion", "au_error/random", "mse_changed", "mse_unchanged", "psnr_same_aus")
 
 
 class MeanRegressor:
@@ -131,6 +131,7 @@ def test_oracle_scores_perfectly(evaluated) -> None:  # type: ignore[no-untyped-
     assert oracle["au_error"] == pytest.approx(report["regressor_error_on_ground_truth"], abs=1e-12)
     assert oracle["change_outside"] < 1e-3  # the renderer changes (almost) nothing outside the face
     assert oracle["mse_changed"] == 0.0 and oracle["mse_unchanged"] == 0.0
+    assert oracle["psnr_same_aus"] == PSNR_CAP  # asked for neutral, it renders the neutral source
 
 
 def test_copy_baseline(evaluated, identities: list[synth.Identity]) -> None:  # type: ignore[no-untyped-def]
@@ -170,6 +171,18 @@ def test_copy_baseline(evaluated, identities: list[synth.Identity]) -> None:  # 
     assert model["psnr"] < copy["psnr"]  # an untrained model only damages the face
     assert model["change_outside"] > 0.0
     assert model["mse_unchanged"] > 0.0
+    assert copy["psnr_same_aus"] == PSNR_CAP
+    assert model["psnr_same_aus"] < PSNR_CAP  # an untrained model changes the face even when asked not to
+
+
+def test_psnr_same_aus_is_the_identity_edit(identities: list[synth.Identity]) -> None:
+    """The same-AUs score is the PSNR of edit(source, neutral -> neutral) against the source, per identity."""
+    darken = lambda image, source, target: ((image * 0.9).astype(np.uint8), None, None)  # noqa: E731
+    report = evaluate({"darken": darken}, identities, SIZE, ConstantRegressor(), random_combinations=0)
+    sources = [synth.render_face(identity, NEUTRAL, SIZE) for identity in identities]
+    expected = np.mean([min(psnr((s * 0.9).astype(np.uint8), s), PSNR_CAP) for s in sources])
+    assert report["methods"]["darken"]["psnr_same_aus"] == pytest.approx(expected, abs=1e-9)
+    assert report["edits_per_method"] == len(identities) * 58  # not an edit of the suite
 
 
 def test_constant_regressor_known_errors(identities: list[synth.Identity]) -> None:
@@ -202,10 +215,10 @@ def test_markdown_table(evaluated) -> None:  # type: ignore[no-untyped-def]
     table = markdown_table(report)
     lines = table.splitlines()
     assert lines[0] == ("| method | AU error ↓ | AU error, all 17 ↓ | PSNR ↑ | PSNR face ↑ | SSIM ↑ | SSIM face ↑ | "
-                        "change outside face ↓ |")
-    assert lines[1] == "|---|---|---|---|---|---|---|---|"
+                        "change outside face ↓ | PSNR, same AUs ↑ |")
+    assert lines[1] == "|---|---|---|---|---|---|---|---|---|"
     assert [line.split(" | ")[0] for line in lines[2:5]] == ["| copy", "| oracle", "| model"]
-    assert all(line.count("|") == 9 for line in lines[:5])
+    assert all(line.count("|") == 10 for line in lines[:5])
     assert "| oracle | " in table and " 60.00 | 60.00 | 1.000 | 1.000 |" in lines[3]
     assert "2 held-out identities, 118 edits per method, 32 px" in table
     assert f"{report['regressor_error_on_ground_truth']:.3f}" in table

@@ -6,7 +6,8 @@ fixed suite of target AUs and compare with the renderer's image of the same iden
 
 Metrics per edit: PSNR and SSIM against the ground truth (whole image and face region), AU error
 measured by an independent regressor (:mod:`ganimation.auregressor`, trained on renders only,
-never on GAN output), and the change outside the face. Methods compared in the same run: the
+never on GAN output), and the change outside the face; apart from the suite, the PSNR of each
+source edited towards the AUs it already has (a model should hand it back unchanged). Methods compared in the same run: the
 copy-the-input baseline, any number of models (e.g. a no-attention ablation and the model
 under test).
 """
@@ -133,6 +134,11 @@ def evaluate(methods: dict[str, EditFunction], identities: Sequence[object], siz
         source = synth.render_face(identity, neutral, size)
         face_mask = synth.face_region_mask(identity, size)
         outside = ~face_mask
+        for name, edit in methods.items():
+            # Kept out of the suite's means: how close an edit stays to the input when asked for the
+            # AUs the face already has, which bounds how well small edits can score.
+            kept, _, _ = edit(source, neutral, neutral)
+            scores[name].add(psnr_same_aus=min(psnr(kept, source), PSNR_CAP))
         for case_index, (kind, label, target) in enumerate(suite):
             truth = synth.render_face(identity, target, size)
             changed = (truth != source).any(axis=2)  # the pixels the true edit changes
@@ -183,7 +189,7 @@ def markdown_table(report: dict[str, object]) -> str:
     columns = [("AU error ↓", "au_error", "{:.3f}"), ("AU error, all 17 ↓", "au_error_all", "{:.3f}"),
                ("PSNR ↑", "psnr", "{:.2f}"), ("PSNR face ↑", "psnr_face", "{:.2f}"),
                ("SSIM ↑", "ssim", "{:.3f}"), ("SSIM face ↑", "ssim_face", "{:.3f}"),
-               ("change outside face ↓", "change_outside", "{:.4f}")]
+               ("change outside face ↓", "change_outside", "{:.4f}"), ("PSNR, same AUs ↑", "psnr_same_aus", "{:.2f}")]
     lines = ["| method | " + " | ".join(title for title, _, _ in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for name, means in methods.items():
@@ -192,7 +198,9 @@ def markdown_table(report: dict[str, object]) -> str:
     lines.append(f"{report['identities']} held-out identities, {report['edits_per_method']} edits per method, "
                  f"{report['image_size']} px. AU error: mean absolute error (AU units 0-1) of the independent "
                  f"regressor's reading of the edit against the target, on the AUs the edit asks to change; "
-                 f"'all 17' also counts the AUs that should stay put. The regressor's own error on the "
+                 f"'all 17' also counts the AUs that should stay put. 'PSNR, same AUs' (not in the other "
+                 f"means): each neutral source edited towards neutral, against the source itself. The "
+                 f"regressor's own error on the "
                  f"ground-truth renders: {report['regressor_error_on_ground_truth']:.3f} "
                  f"(all 17: {report['regressor_error_on_ground_truth_all_aus']:.3f}).")
     return "\n".join(lines) + "\n"
