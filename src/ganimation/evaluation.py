@@ -7,9 +7,9 @@ fixed suite of target AUs and compare with the renderer's image of the same iden
 Metrics per edit: PSNR and SSIM against the ground truth (whole image and face region), AU error
 measured by an independent regressor (:mod:`ganimation.auregressor`, trained on renders only,
 never on GAN output), and the change outside the face; apart from the suite, the PSNR of each
-source edited towards the AUs it already has (a model should hand it back unchanged). Methods compared in the same run: the
-copy-the-input baseline, any number of models (e.g. a no-attention ablation and the model
-under test).
+source edited towards the AUs it already has (a model should hand it back unchanged). Methods
+compared in the same run: the copy-the-input baseline, any number of models (e.g. a no-attention
+ablation and the model under test).
 """
 
 from __future__ import annotations
@@ -200,8 +200,8 @@ def markdown_table(report: dict[str, object]) -> str:
                  f"regressor's reading of the edit against the target, on the AUs the edit asks to change; "
                  f"'all 17' also counts the AUs that should stay put. 'PSNR, same AUs' (not in the other "
                  f"means): each neutral source edited towards neutral, against the source itself. The "
-                 f"regressor's own error on the "
-                 f"ground-truth renders: {report['regressor_error_on_ground_truth']:.3f} "
+                 f"regressor's own error on the ground-truth renders: "
+                 f"{report['regressor_error_on_ground_truth']:.3f} "
                  f"(all 17: {report['regressor_error_on_ground_truth_all_aus']:.3f}).")
     return "\n".join(lines) + "\n"
 

@@ -1193,7 +1193,9 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
         raise ValueError(f"variations must be within [0, 1], got {variations}")
     if workers < 0:
         raise ValueError(f"workers must be 0 (one per core) or more, got {workers}")
-    workers = min(workers or len(os.sched_getaffinity(0)), identities)  # the cores this process may use
+    if workers == 0:  # the cores this process may use (sched_getaffinity is Linux-only)
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(workers, identities)
     out = Path(out_dir)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
