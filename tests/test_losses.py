@@ -117,6 +117,32 @@ def test_paired_loss_is_l1_to_the_true_target() -> None:
     assert losses.paired_loss(truth, truth).item() == 0.0
 
 
+def test_paired_psnr_loss_is_minus_the_mean_psnr_capped_at_60_db() -> None:
+    truth = torch.zeros(2, 3, 4, 4)
+    output = truth.clone()
+    output[0] += 0.2  # 0.1 off in [0, 1]: MSE 1e-2, 20 dB
+    output[1] += 0.02  # MSE 1e-4, 40 dB
+    expected = (10 * math.log10(1e-2 + 1e-6) + 10 * math.log10(1e-4 + 1e-6)) / 2  # about -30
+    assert losses.paired_psnr_loss(output, truth).item() == pytest.approx(expected, rel=1e-5)
+    assert losses.paired_psnr_loss(truth, truth).item() == pytest.approx(-60.0)  # the evaluation's cap
+
+
+def test_paired_psnr_loss_weighs_each_image_by_its_own_error() -> None:
+    truth = torch.zeros(2, 3, 4, 4)
+    output = truth.clone()
+    output[0] += 0.2
+    output[1] += 0.02
+    output.requires_grad_(True)
+    losses.paired_psnr_loss(output, truth).backward()
+    # The gradient of log(MSE + floor) per unit of error is 1 / (MSE + floor): the image 10x
+    # closer (MSE 100x smaller) pulls about 100x harder.
+    per_unit = output.grad.flatten(1)[:, 0] / output.detach().flatten(1)[:, 0]
+    assert per_unit[1].item() == pytest.approx((1e-2 + 1e-6) / (1e-4 + 1e-6) * per_unit[0].item(), rel=1e-4)
+    l1 = truth.clone().add_(torch.tensor([0.2, 0.02]).view(2, 1, 1, 1)).requires_grad_(True)
+    losses.paired_loss(l1, truth).backward()
+    assert torch.allclose(l1.grad[0], l1.grad[1])  # the L1 mean does not tell them apart
+
+
 def test_paired_colour_loss_reaches_the_colour_mask_where_attention_keeps_the_input() -> None:
     image = torch.zeros(1, 3, 2, 2)
     truth = torch.tensor([[0.0, 0.5], [0.0, 0.0]]).view(1, 1, 2, 2).expand(1, 3, 2, 2)

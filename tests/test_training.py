@@ -18,7 +18,7 @@ from ganimation.training import GANimationTrainer, Progress, sample_grid, to_uin
 CPU = torch.device("cpu")
 CRITIC_KEYS = {"d/total", "d/wasserstein", "d/gradient_penalty", "d/au_real", "d/real_score", "d/fake_score"}
 GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/same_expression", "g/paired",
-                  "g/paired_colour", "g/paired_attention", "g/attention_mean"}
+                  "g/paired_colour", "g/paired_attention", "g/paired_psnr", "g/attention_mean"}
 
 
 def make_trainer(*overrides: str, pool: torch.Tensor | None = None, steps_per_epoch: int = 5) -> GANimationTrainer:
@@ -163,6 +163,7 @@ def test_same_expression_loss_changes_the_generator_update() -> None:
 @pytest.mark.parametrize(("weight", "scored", "key"), [
     ("lambda_paired", "image", "g/paired"),  # the composed output
     ("lambda_paired_colour", "colour", "g/paired_colour"),  # the colour mask itself
+    ("lambda_paired_psnr", "image", "g/paired_psnr"),  # the output, on the evaluation's log scale
 ])
 def test_paired_loss_edits_towards_the_partner_and_scores_against_it(weight: str, scored: str, key: str) -> None:
     trainer = make_trainer(f"loss.{weight}=10")
@@ -170,11 +171,16 @@ def test_paired_loss_edits_towards_the_partner_and_scores_against_it(weight: str
     partner_images, partner_aus = batch(seed=3)
     with torch.no_grad():
         output = trainer.generator(images, partner_aus)
-        expected = (getattr(output, scored) - partner_images).abs().mean().item()
+        difference = getattr(output, scored) - partner_images
+        if key == "g/paired_psnr":
+            errors = difference.pow(2).flatten(1).mean(dim=1) / 4
+            expected = (10 * torch.log10(errors + 1e-6)).mean().item()
+        else:
+            expected = difference.abs().mean().item()
     calls = record_generator_aus(trainer)
     metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
     assert len(calls) == 2 and torch.equal(calls[0], partner_aus) and torch.equal(calls[1], aus)
-    assert metrics[key] == pytest.approx(expected, rel=1e-5) and expected > 0
+    assert metrics[key] == pytest.approx(expected, rel=1e-5) and expected != 0
     weights = trainer.config.loss
     assert metrics["g/total"] == pytest.approx(metrics["g/adversarial"] + weights.lambda_cond * metrics["g/au_fake"]
                                                + metrics["g/attention"] + weights.lambda_idt * metrics["g/cycle"]
@@ -207,11 +213,13 @@ def test_paired_losses_are_off_by_default() -> None:
     trainer = make_trainer()
     weights = trainer.config.loss
     assert weights.lambda_paired == weights.lambda_paired_colour == weights.lambda_paired_attention == 0.0  # the paper's
+    assert weights.lambda_paired_psnr == 0.0
     images, aus = batch()
     partner_images, partner_aus = batch(seed=3)
     calls = record_generator_aus(trainer)
     metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
     assert metrics["g/paired"] == 0.0 == metrics["g/paired_colour"] == metrics["g/paired_attention"]
+    assert metrics["g/paired_psnr"] == 0.0
     assert not torch.equal(calls[0], partner_aus)  # a random target y_f
 
 

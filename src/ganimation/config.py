@@ -81,12 +81,17 @@ class LossConfig:
     # attention mask to keep the input exactly where the true edit leaves it alone (no effect on a
     # model without attention, like lambda_attention).
     lambda_paired_attention: float = 0.0
+    # Not in the paper, 0 = off: weight of minus the PSNR (dB) of G(I | y_p) against I_p, averaged
+    # over images, with the same pairs. Each image's error is scored on a log scale, so the small
+    # edits are not drowned by the large ones in the batch's gradient (losses.paired_psnr_loss).
+    lambda_paired_psnr: float = 0.0
     target_noise: float = 0.1  # uniform noise added to a random sample's AUs to form y_f
 
     @property
     def uses_pairs(self) -> bool:
         """Whether a loss needs each image's same-identity partner (the dataset's identity column)."""
-        return self.lambda_paired > 0 or self.lambda_paired_colour > 0 or self.lambda_paired_attention > 0
+        return (self.lambda_paired > 0 or self.lambda_paired_colour > 0 or self.lambda_paired_attention > 0
+                or self.lambda_paired_psnr > 0)
 
 
 @dataclass

@@ -101,6 +101,22 @@ def paired_loss(output: Tensor, truth: Tensor) -> Tensor:
     return identity_loss(output, truth)
 
 
+def paired_psnr_loss(output: Tensor, truth: Tensor, floor: float = 1e-6) -> Tensor:
+    """Not in the paper: minus the edit's PSNR (dB) against the true image, averaged over images.
+
+    ``mean_i 10 log10(MSE_i + floor)`` with ``MSE_i`` the mean squared error of image ``i`` in the
+    [0, 1] range, so its value is minus the mean PSNR that ``ganimation evaluate`` reports, with
+    ``floor`` = 1e-6 its 60 dB cap. An L1 mean over the batch lets the large edits, which carry most
+    of the error, set the gradient; the evaluation averages PSNR, i.e. log-error, over edits, and
+    there a small edit (one AU, a little) counts as much as a whole expression. The log gives each
+    image a weight inversely proportional to its own error, so small edits are held to their own
+    scale. Weighted by ``lambda_paired_psnr`` (0 by default, i.e. the paper's objective).
+    """
+    # (B, 3, H, W) in [-1, 1] -> (B,) squared error in [0, 1]: halving the range quarters it.
+    error = (output.float() - truth.float()).pow(2).flatten(1).mean(dim=1) / 4.0
+    return 10.0 * torch.log10(error + floor).mean()
+
+
 def paired_colour_loss(colour: Tensor, truth: Tensor) -> Tensor:
     """Not in the paper: ``|| C(I_yo | y_p) - I_yp ||_1``, the colour mask against the true image.
 
