@@ -121,13 +121,16 @@ def test_animate_interpolation_from_source_aus(tmp_path: Path, trained_run: Path
 
 def test_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "synth", str(tmp_path / "data"), "--identities", "3", "--per-identity", "2",
-                       "--size", "32", "--seed", "4", "--test-fraction", "0.4", "--variations", "0.5", "--workers", "2")
+                       "--size", "32", "--seed", "4", "--test-fraction", "0.4", "--variations", "0.5", "--workers", "2",
+                       "--single-aus", "0.25")
     assert code == 0 and str(tmp_path / "data") in out
     assert len(list((tmp_path / "data" / "images").glob("*.png"))) == 6
     assert len((tmp_path / "data" / "test_ids.csv").read_text().splitlines()) == 1 + 2
-    assert "variations 0.5" in (tmp_path / "data" / "README.txt").read_text()
+    assert "variations 0.5, single AUs 0.25" in (tmp_path / "data" / "README.txt").read_text()
     code, _, err = run(capsys, "synth", str(tmp_path / "bad"), "--identities", "1", "--variations", "2")
     assert_one_line_error(code, err, "variations")
+    code, _, err = run(capsys, "synth", str(tmp_path / "bad"), "--identities", "1", "--single-aus", "1.5")
+    assert_one_line_error(code, err, "single_aus")
     code, _, err = run(capsys, "synth", str(tmp_path / "bad"), "--identities", "1", "--workers", "-2")
     assert_one_line_error(code, err, "workers")
 

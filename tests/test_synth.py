@@ -196,6 +196,31 @@ def test_vary_aus_makes_small_changes() -> None:
     assert all(1 <= (synth.vary_aus(rng, neutral) > 0).sum() <= 2 for _ in range(50)), "neutral gains one or two AUs"
 
 
+def test_single_au_poses_one_au_alone() -> None:
+    rng = np.random.default_rng(5)
+    drawn = np.stack([synth.single_au(rng) for _ in range(400)])
+    active = drawn > 0
+    assert (active.sum(axis=1) == 1).all()
+    assert drawn[active].min() >= 0.15 and drawn[active].max() <= 1.0
+    assert active.any(axis=0).all(), "every AU is posed"
+    assert np.ptp(drawn[active]) > 0.7, "at intensities across the range"
+
+
+def test_dataset_single_aus(tmp_path: Path) -> None:
+    plain = synth.write_synthetic_dataset(tmp_path / "plain", identities=2, per_identity=3, size=32, seed=6,
+                                          variations=0.5)
+    zero = synth.write_synthetic_dataset(tmp_path / "zero", identities=2, per_identity=3, size=32, seed=6,
+                                         variations=0.5, single_aus=0.0)
+    assert (zero / "aus.csv").read_bytes() == (plain / "aus.csv").read_bytes(), "0 keeps older seeds' data"
+    posed = synth.write_synthetic_dataset(tmp_path / "posed", identities=2, per_identity=5, size=32, seed=6,
+                                          variations=0.5, single_aus=1.0)
+    rows = rendered_rows(posed, 32)  # also checks each image is the render of its CSV row
+    assert len(rows) == 10 and all((aus > 0).sum() == 1 for _, _, aus in rows)
+    assert "single AUs 1.0" in (posed / "README.txt").read_text()
+    with pytest.raises(ValueError, match="single_aus"):
+        synth.write_synthetic_dataset(tmp_path / "bad", identities=2, per_identity=2, single_aus=-0.1)
+
+
 def test_dataset_variations(tmp_path: Path) -> None:
     plain = synth.write_synthetic_dataset(tmp_path / "plain", identities=3, per_identity=4, size=32, seed=2)
     zero = synth.write_synthetic_dataset(tmp_path / "zero", identities=3, per_identity=4, size=32, seed=2,

@@ -169,6 +169,9 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variations", type=float, default=0.0,
                         help="chance that an image is a small change of an earlier one of the same identity, "
                              "as neighbouring video frames are (default 0: independent expressions)")
+    parser.add_argument("--single-aus", type=float, default=0.0,
+                        help="chance that an image shows one AU alone, as FACS material poses them "
+                             "(default 0: AUs mostly with their emotions' partners)")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes rendering in parallel, 0 = one per CPU core (the data set is the same)")
     parser.set_defaults(handler=_run_synth)
@@ -179,7 +182,7 @@ def _run_synth(args: argparse.Namespace) -> int:
 
     path = write_synthetic_dataset(args.output, identities=args.identities, per_identity=args.per_identity,
                                    size=args.size, seed=args.seed, test_fraction=args.test_fraction,
-                                   variations=args.variations, workers=args.workers)
+                                   variations=args.variations, workers=args.workers, single_aus=args.single_aus)
     print(f"dataset: {path}")
     return 0
 

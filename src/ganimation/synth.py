@@ -334,6 +334,19 @@ def vary_aus(rng: np.random.Generator, aus: np.ndarray) -> np.ndarray:
     return _sparse_aus(varied)
 
 
+def single_au(rng: np.random.Generator) -> np.ndarray:
+    """One AU alone at an intensity uniform in [0.15, 1], as FACS training material poses them.
+
+    In :func:`sample_aus` most AUs come with their emotion's partners, and any one of them shows
+    alone in about 0.25% of faces (AU17 above 0.5 in 0.14%), so a model trained on it learns each
+    AU as part of its co-occurrences and under-draws it when asked for it alone, as the AU sliders
+    of ``ganimation web`` and the single-AU edits of ``ganimation evaluate`` do.
+    """
+    aus = np.zeros(NUM_AUS, dtype=np.float64)
+    aus[int(rng.integers(NUM_AUS))] = rng.uniform(0.15, 1.0)
+    return _sparse_aus(aus)
+
+
 def _sparse_aus(aus: np.ndarray) -> np.ndarray:
     """Clipped to [0, 1], with intensities under 0.05 (below what OpenFace reports) set to 0."""
     aus = np.clip(aus, 0.0, 1.0)
@@ -1123,7 +1136,7 @@ def au_contact_sheet(identity: Identity, size: int = 96, intensity: float = 1.0,
 _README = """Synthetic GANimation data set (procedural faces with ground-truth Action Units)
 
 Made by ganimation.synth.write_synthetic_dataset: {identities} identities x {per_identity} images,
-{size}x{size} pixels, seed {seed}, variations {variations}. Every face is drawn by a renderer from
+{size}x{size} pixels, seed {seed}, variations {variations}, single AUs {single_aus}. Every face is drawn by a renderer from
 identity parameters and 17 AU intensities, so the AU labels are exact, not estimated.
 
 images/<identity>_<k>.png   the face crops
@@ -1147,7 +1160,7 @@ def _csv_aus(aus: np.ndarray) -> tuple[list[str], np.ndarray]:
 
 
 def _render_identity(images: Path, name: str, index: int, seed: int, per_identity: int, size: int,
-                     variations: float) -> tuple[Identity, list[list[str]]]:
+                     variations: float, single_aus: float = 0.0) -> tuple[Identity, list[list[str]]]:
     """Sample identity ``index`` of ``seed``, render its images into ``images`` and return its CSV rows.
 
     Everything random comes from the identity's own stream, so identities can be rendered in any
@@ -1158,8 +1171,10 @@ def _render_identity(images: Path, name: str, index: int, seed: int, per_identit
     rows: list[list[str]] = []
     drawn: list[np.ndarray] = []
     for k in range(per_identity):
-        # The draw is skipped at 0 so that data sets made before the option keep their seeds.
-        if variations > 0 and drawn and rng.random() < variations:
+        # Draws are skipped at 0 so that data sets made before the options keep their seeds.
+        if single_aus > 0 and rng.random() < single_aus:
+            texts, aus = _csv_aus(single_au(rng))
+        elif variations > 0 and drawn and rng.random() < variations:
             texts, aus = _csv_aus(vary_aus(rng, drawn[int(rng.integers(len(drawn)))]))
         else:
             texts, aus = _csv_aus(sample_aus(rng))
@@ -1172,7 +1187,7 @@ def _render_identity(images: Path, name: str, index: int, seed: int, per_identit
 
 def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: int, size: int = 128,
                             seed: int = 0, test_fraction: float = 0.2, variations: float = 0.0,
-                            workers: int = 1) -> Path:
+                            workers: int = 1, single_aus: float = 0.0) -> Path:
     """Render a labelled data set in the layout real users bring (see docs/synth.md).
 
     Images are rendered at the AUs *as written* to aus.csv, so re-rendering an identity from
@@ -1181,6 +1196,8 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
     identity's image after its first is a small change (:func:`vary_aus`) of one of its earlier
     images instead of a fresh :func:`sample_aus` draw, as neighbouring frames of a video are; at 0
     (the default) a seed gives the same images, AUs and split as before the option existed.
+    ``single_aus`` is the chance that an image shows one AU alone (:func:`single_au`), drawn
+    before the other two; 0 (the default) leaves a seed's data set as it was.
     ``workers`` processes render identities in parallel (0 = one per CPU core); the files written
     do not depend on it.
     """
@@ -1191,6 +1208,8 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
         raise ValueError(f"test_fraction must be within [0, 1), got {test_fraction}")
     if not 0.0 <= variations <= 1.0:
         raise ValueError(f"variations must be within [0, 1], got {variations}")
+    if not 0.0 <= single_aus <= 1.0:
+        raise ValueError(f"single_aus must be within [0, 1], got {single_aus}")
     if workers < 0:
         raise ValueError(f"workers must be 0 (one per core) or more, got {workers}")
     if workers == 0:  # the cores this process may use (sched_getaffinity is Linux-only)
@@ -1204,7 +1223,7 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
     rows: list[list[str]] = []
     files_of: dict[str, list[str]] = {}
     render = functools.partial(_render_identity, images, seed=seed, per_identity=per_identity, size=size,
-                               variations=variations)
+                               variations=variations, single_aus=single_aus)
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(tqdm(total=identities * per_identity, desc="synth", unit="img"))
         if workers > 1:
@@ -1226,7 +1245,8 @@ def write_synthetic_dataset(out_dir: str | Path, identities: int, per_identity: 
                "identities": {name: person.to_dict() for name, person in people.items()}}
     write_text_atomic(out / "identities.json", json.dumps(payload, indent=1) + "\n")
     write_text_atomic(out / "README.txt", _README.format(identities=identities, per_identity=per_identity,
-                                                         size=size, seed=seed, variations=variations))
+                                                         size=size, seed=seed, variations=variations,
+                                                         single_aus=single_aus))
     logger.info("wrote %d images of %d identities (%d test) to %s", len(rows), identities, len(test_names), out)
     return out
 
