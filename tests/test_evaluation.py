@@ -110,7 +110,7 @@ def test_report_structure(evaluated) -> None:  # type: ignore[no-untyped-def]
     report, _ = evaluated
     assert set(report) == {"identities", "edits_per_method", "image_size", "suite",
                            "regressor_error_on_ground_truth", "regressor_error_on_ground_truth_all_aus",
-                           "methods"}
+                           "methods", "single_au_readings"}
     assert report["identities"] == 2 and report["image_size"] == SIZE
     assert report["edits_per_method"] == 2 * (17 * 3 + 7 + 1)
     assert report["suite"]["random_combinations"] == 1 and len(report["suite"]["emotions"]) == 7
@@ -132,6 +132,27 @@ def test_oracle_scores_perfectly(evaluated) -> None:  # type: ignore[no-untyped-
     assert oracle["change_outside"] < 1e-3  # the renderer changes (almost) nothing outside the face
     assert oracle["mse_changed"] == 0.0 and oracle["mse_unchanged"] == 0.0
     assert oracle["psnr_same_aus"] == PSNR_CAP  # asked for neutral, it renders the neutral source
+
+
+def test_single_au_readings(evaluated, identities: list[synth.Identity]) -> None:  # type: ignore[no-untyped-def]
+    report, _ = evaluated
+    readings = report["single_au_readings"]
+    assert list(readings) == [label for kind, label, _ in target_suite(1, 0) if kind == "single"]
+    regressor = MeanRegressor()
+    sources = [synth.render_face(identity, NEUTRAL, SIZE) for identity in identities]
+    for label, values in readings.items():
+        assert list(values) == ["truth", "copy", "oracle", "model"]
+        assert values["oracle"] == values["truth"]  # the oracle returns the true render
+        # MeanRegressor reads every AU as the mean brightness, so copying reads the sources'.
+        assert values["copy"] == pytest.approx(np.mean([regressor.predict(image)[0] for image in sources]))
+        name, level = label.split("=")
+        target = np.zeros(NUM_AUS, dtype=np.float32)
+        target[AU_NAMES.index(name)] = float(level)
+        truths = [regressor.predict(synth.render_face(identity, target, SIZE))[0] for identity in identities]
+        assert values["truth"] == pytest.approx(np.mean(truths))
+    table = markdown_table(report)
+    assert "| target | truth | copy | oracle | model |" in table
+    assert f"| AU17=1.00 | {readings['AU17=1.00']['truth']:.2f} |" in table and "AU17=0.33" not in table
 
 
 def test_copy_baseline(evaluated, identities: list[synth.Identity]) -> None:  # type: ignore[no-untyped-def]

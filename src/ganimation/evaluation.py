@@ -124,6 +124,9 @@ def evaluate(methods: dict[str, EditFunction], identities: Sequence[object], siz
     scores = {name: MethodScores(name) for name in methods}
     truth_errors: list[float] = []
     truth_errors_all: list[float] = []
+    # Per single-AU target ("AU17=1.00"), what the regressor reads of that AU: does the edit draw it
+    # as strongly as the true render shows it?
+    readings: dict[str, dict[str, list[float]]] = {}
     grid: list[list[np.ndarray]] = []
     rng = np.random.default_rng(seed)
     grid_picks = set(rng.choice(len(identities) * len(suite), size=min(grid_rows, len(identities) * len(suite)),
@@ -142,13 +145,20 @@ def evaluate(methods: dict[str, EditFunction], identities: Sequence[object], siz
         for case_index, (kind, label, target) in enumerate(suite):
             truth = synth.render_face(identity, target, size)
             changed = (truth != source).any(axis=2)  # the pixels the true edit changes
-            truth_target_error, truth_all_error = au_errors(regressor.predict(truth), target, neutral)
+            truth_reading = regressor.predict(truth)
+            truth_target_error, truth_all_error = au_errors(truth_reading, target, neutral)
+            asked = int(np.argmax(target)) if kind == "single" else -1
+            if asked >= 0:
+                readings.setdefault(label, {}).setdefault("truth", []).append(float(truth_reading[asked]))
             truth_errors.append(truth_target_error)
             truth_errors_all.append(truth_all_error)
             row = [source, truth]
             for name, edit in methods.items():
                 edited, attention, colour = edit(source, neutral, target)
-                au_error, au_error_all = au_errors(regressor.predict(edited), target, neutral)
+                reading = regressor.predict(edited)
+                au_error, au_error_all = au_errors(reading, target, neutral)
+                if asked >= 0:
+                    readings[label].setdefault(name, []).append(float(reading[asked]))
                 scores[name].add(
                     psnr=min(psnr(edited, truth), PSNR_CAP), psnr_face=min(psnr(edited, truth, face_mask), PSNR_CAP),
                     ssim=ssim(edited, truth), ssim_face=ssim(edited, truth, face_mask), au_error=au_error,
@@ -173,6 +183,8 @@ def evaluate(methods: dict[str, EditFunction], identities: Sequence[object], siz
         "regressor_error_on_ground_truth": float(np.mean(truth_errors)),
         "regressor_error_on_ground_truth_all_aus": float(np.mean(truth_errors_all)),
         "methods": {name: method.means() for name, method in scores.items()},
+        "single_au_readings": {label: {source: float(np.mean(values)) for source, values in by_source.items()}
+                               for label, by_source in readings.items()},
     }
     if grid_path is not None and grid:
         from ganimation.video import grid as tile
@@ -203,6 +215,15 @@ def markdown_table(report: dict[str, object]) -> str:
                  f"regressor's own error on the ground-truth renders: "
                  f"{report['regressor_error_on_ground_truth']:.3f} "
                  f"(all 17: {report['regressor_error_on_ground_truth_all_aus']:.3f}).")
+    readings: dict[str, dict[str, float]] = report.get("single_au_readings", {})  # type: ignore[assignment]
+    full = {label: values for label, values in readings.items() if label.endswith(f"={SINGLE_AU_LEVELS[-1]:.2f}")}
+    if full:
+        sources = list(next(iter(full.values())))
+        lines += ["", f"The regressor's reading of the AU asked for alone at {SINGLE_AU_LEVELS[-1]:.2f}, mean over "
+                  f"identities (the true render shows what a perfect edit would read):", "",
+                  "| target | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
+        lines += [f"| {label} | " + " | ".join(f"{values[source]:.2f}" for source in sources) + " |"
+                  for label, values in full.items()]
     return "\n".join(lines) + "\n"
 
 
