@@ -143,6 +143,22 @@ def test_paired_psnr_loss_weighs_each_image_by_its_own_error() -> None:
     assert torch.allclose(l1.grad[0], l1.grad[1])  # the L1 mean does not tell them apart
 
 
+def test_paired_changed_loss_averages_over_each_images_changed_pixels() -> None:
+    image = torch.zeros(3, 3, 4, 4)
+    truth = image.clone()
+    truth[0, :, 0, 0] = 1.0  # one pixel changes in image 0
+    truth[1, :, :2, :] = -1.0  # eight in image 1; image 2 is left alone
+    output = truth.clone()
+    output[0, :, 0, 0] = 0.5  # off by 0.5 on its one changed pixel
+    output[1, 0, 0, :] = 0.0  # channel 0 of four of the eight off by 1: mean over channels 1/3
+    output[2] += 0.7  # no changed pixel: not scored here (the other paired losses see it)
+    expected = (0.5 + (4 * 1 / 3) / 8 + 0.0) / 3
+    assert losses.paired_changed_loss(output, image, truth).item() == pytest.approx(expected)
+    assert losses.paired_changed_loss(truth, image, truth).item() == 0.0
+    # A change of half a grey level is within tolerance, as for the attention-mask loss.
+    assert losses.paired_changed_loss(image + 0.7, image, image + 0.5 / 255).item() == 0.0
+
+
 def test_paired_colour_loss_reaches_the_colour_mask_where_attention_keeps_the_input() -> None:
     image = torch.zeros(1, 3, 2, 2)
     truth = torch.tensor([[0.0, 0.5], [0.0, 0.0]]).view(1, 1, 2, 2).expand(1, 3, 2, 2)

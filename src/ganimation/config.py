@@ -85,13 +85,16 @@ class LossConfig:
     # over images, with the same pairs. Each image's error is scored on a log scale, so the small
     # edits are not drowned by the large ones in the batch's gradient (losses.paired_psnr_loss).
     lambda_paired_psnr: float = 0.0
+    # Not in the paper, 0 = off: weight of the L1 of G(I | y_p) to I_p over the pixels where I_p
+    # differs from I, averaged per image over those pixels (losses.paired_changed_loss).
+    lambda_paired_changed: float = 0.0
     target_noise: float = 0.1  # uniform noise added to a random sample's AUs to form y_f
 
     @property
     def uses_pairs(self) -> bool:
         """Whether a loss needs each image's same-identity partner (the dataset's identity column)."""
         return (self.lambda_paired > 0 or self.lambda_paired_colour > 0 or self.lambda_paired_attention > 0
-                or self.lambda_paired_psnr > 0)
+                or self.lambda_paired_psnr > 0 or self.lambda_paired_changed > 0)
 
 
 @dataclass

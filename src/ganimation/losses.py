@@ -101,6 +101,22 @@ def paired_loss(output: Tensor, truth: Tensor) -> Tensor:
     return identity_loss(output, truth)
 
 
+def paired_changed_loss(output: Tensor, image: Tensor, truth: Tensor, tolerance: float = 1.0 / 255.0) -> Tensor:
+    """Not in the paper: ``|| G(I_yo | y_p) - I_yp ||_1`` over the pixels the true edit changes only.
+
+    Each image's L1 is averaged over its own changed pixels (where ``I_yp`` differs from ``I_yo`` by
+    more than ``tolerance``, as :func:`paired_attention_loss` decides), then over the batch; an image
+    the edit leaves unchanged adds 0. The L1 over the whole image weighs a raised brow (1-2% of the
+    pixels) so little that an edit which leaves the brow and paints a few dots the critic reads as
+    the AU costs almost nothing; here the brow is the whole of that image's term. Weighted by
+    ``lambda_paired_changed`` (0 by default, i.e. the paper's objective).
+    """
+    # (B, 3, H, W) -> (B, 1, H, W): a pixel changes when any of its channels does.
+    changed = ((truth.float() - image.float()).abs().amax(dim=1, keepdim=True) > tolerance).float()
+    error = (output.float() - truth.float()).abs().mean(dim=1, keepdim=True) * changed
+    return (error.flatten(1).sum(dim=1) / changed.flatten(1).sum(dim=1).clamp(min=1.0)).mean()
+
+
 def paired_psnr_loss(output: Tensor, truth: Tensor, floor: float = 1e-6) -> Tensor:
     """Not in the paper: minus the edit's PSNR (dB) against the true image, averaged over images.
 

@@ -167,9 +167,9 @@ class GANimationTrainer:
         """Generator: adversarial (eq. 1), expression (eq. 3), attention on both masks (eq. 2), cycle (eq. 4).
 
         With ``partner`` = (images, AUs) of the same identities and a paired loss weight > 0
-        (``loss.lambda_paired``, ``_colour``, ``_attention`` or ``_psnr``) the edit targets the partner's AUs,
-        and its output, colour mask and attention mask are scored against the partner image (not in
-        the paper).
+        (``loss.lambda_paired``, ``_colour``, ``_attention``, ``_psnr`` or ``_changed``) the edit
+        targets the partner's AUs, and its output, colour mask and attention mask are scored against
+        the partner image (not in the paper).
         """
         weights = self.config.loss
         use_pairs = partner is not None and weights.uses_pairs
@@ -195,10 +195,13 @@ class GANimationTrainer:
                 paired_colour = torch.zeros((), device=self.device)
                 paired_attention = torch.zeros((), device=self.device)
                 paired_psnr = torch.zeros((), device=self.device)
+                paired_changed = torch.zeros((), device=self.device)
                 if use_pairs:
                     paired = losses.paired_loss(edited.image, partner[0])
                     if weights.lambda_paired_psnr > 0:
                         paired_psnr = losses.paired_psnr_loss(edited.image, partner[0])
+                    if weights.lambda_paired_changed > 0:
+                        paired_changed = losses.paired_changed_loss(edited.image, images, partner[0])
                     paired_colour = losses.paired_colour_loss(edited.colour, partner[0])
                     if self.config.model.use_attention:
                         paired_attention = losses.paired_attention_loss(edited.attention, images, partner[0])
@@ -206,7 +209,8 @@ class GANimationTrainer:
                          + weights.lambda_same_expression * same + weights.lambda_paired * paired
                          + weights.lambda_paired_colour * paired_colour
                          + weights.lambda_paired_attention * paired_attention
-                         + weights.lambda_paired_psnr * paired_psnr)
+                         + weights.lambda_paired_psnr * paired_psnr
+                         + weights.lambda_paired_changed * paired_changed)
             self.generator_optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.generator_optimizer.step()
@@ -218,6 +222,7 @@ class GANimationTrainer:
                 "g/attention": attention.item(), "g/cycle": cycle.item(), "g/same_expression": same.item(),
                 "g/paired": paired.item(), "g/paired_colour": paired_colour.item(),
                 "g/paired_attention": paired_attention.item(), "g/paired_psnr": paired_psnr.item(),
+                "g/paired_changed": paired_changed.item(),
                 "g/attention_mean": edited.attention.float().mean().item()}
 
     def train_step(self, images: Tensor, aus: Tensor, partner: tuple[Tensor, Tensor] | None = None
