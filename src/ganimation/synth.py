@@ -1136,8 +1136,9 @@ def au_contact_sheet(identity: Identity, size: int = 96, intensity: float = 1.0,
 _README = """Synthetic GANimation data set (procedural faces with ground-truth Action Units)
 
 Made by ganimation.synth.write_synthetic_dataset: {identities} identities x {per_identity} images,
-{size}x{size} pixels, seed {seed}, variations {variations}, single AUs {single_aus}. Every face is drawn by a renderer from
-identity parameters and 17 AU intensities, so the AU labels are exact, not estimated.
+{size}x{size} pixels, seed {seed}, variations {variations}, single AUs {single_aus}. Every face is
+drawn by a renderer from identity parameters and 17 AU intensities, so the AU labels are exact, not
+estimated.
 
 images/<identity>_<k>.png   the face crops
 aus.csv                     filename,identity,AU01_r,...,AU45_r on OpenFace's 0-5 scale
