@@ -153,6 +153,33 @@ def test_real_heads_compose(smoke_networks: tuple[Generator, Discriminator]) -> 
     assert 0.05 < output.attention.mean() < 0.95  # a fresh sigmoid head is not saturated
 
 
+def test_masks_keep_their_gradient_under_bfloat16_autocast() -> None:
+    # An attention logit of ~10 gives A = 0.99995: bfloat16 would round it to exactly 1, where the
+    # sigmoid's gradient A (1 - A) is exactly 0 and the pixel could never learn to change.
+    torch.manual_seed(8)
+    generator, _ = build_networks(build_config("smoke").model)
+    images, aus = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 17)
+    head = generator.attention_head[0]
+    with torch.no_grad():
+        logits = head(generator.decoder(generator.bottleneck(generator.encoder(
+            torch.cat([images, tile_aus(aus, 32, 32)], dim=1)))))
+        head.weight.mul_(10.0 / logits.abs().median())  # most logits now 3-20
+    with torch.no_grad():
+        kept = (generator(images, aus).attention > 0.999).float()  # the pixels bfloat16 would freeze
+    assert 0.1 < kept.mean() < 0.9
+    gradients = []
+    for bf16 in (False, True):
+        generator.zero_grad()
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+            output = generator(images, aus)
+        assert output.attention.dtype == output.colour.dtype == torch.float32
+        (output.image.float() * kept).sum().backward()
+        gradients.append(head.weight.grad.clone())
+    assert gradients[0].abs().sum() > 0
+    # The trunk still runs in bfloat16, so the two agree to its precision, not exactly.
+    assert (gradients[1] - gradients[0]).norm() < 0.15 * gradients[0].norm()
+
+
 def test_without_attention() -> None:
     torch.manual_seed(0)
     generator, _ = build_networks(build_config("smoke", overrides=["model.use_attention=false"]).model)

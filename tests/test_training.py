@@ -89,7 +89,9 @@ def test_bf16_autocast_trains_on_cpu() -> None:
     images, aus = batch()
     generator_before, critic_before = snapshot(trainer.generator), snapshot(trainer.discriminator)
     with trainer._autocast():
-        assert trainer.generator(images, aus).colour.dtype == torch.bfloat16
+        output = trainer.generator(images, aus)
+        assert trainer.discriminator(output.image).realness.dtype == torch.bfloat16  # autocast is on
+        assert output.colour.dtype == output.attention.dtype == torch.float32  # the masks stay float32
     metrics = trainer.train_step(images, aus)
     assert all(np.isfinite(value) for value in metrics.values())
     # Weights and optimiser state stay float32; only the arithmetic is autocast.

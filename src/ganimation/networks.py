@@ -125,11 +125,16 @@ class Generator(nn.Module):
         features = self.encoder(features)  # (B, 4w, H/4, W/4)
         features = self.bottleneck(features)  # (B, 4w, H/4, W/4)
         features = self.decoder(features)  # (B, w, H, W)
-        colour = self.colour_head(features)  # (B, 3, H, W)
-        if not self.config.use_attention:
-            # Ablation: the generator renders the whole image (StarGAN-style); A = 0 everywhere.
-            return GeneratorOutput(colour, torch.zeros_like(colour[:, :1]), colour)
-        attention = self.attention_head(features)  # (B, 1, H, W)
+        # The heads run in float32 even under bfloat16 autocast: bfloat16 rounds a sigmoid above
+        # about 0.998 to exactly 1, where its gradient A (1 - A) is exactly 0 and the colour mask's
+        # is (1 - A) = 0, so a pixel the attention mask keeps could never learn to change.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.float()
+            colour = self.colour_head(features)  # (B, 3, H, W)
+            if not self.config.use_attention:
+                # Ablation: the generator renders the whole image (StarGAN-style); A = 0 everywhere.
+                return GeneratorOutput(colour, torch.zeros_like(colour[:, :1]), colour)
+            attention = self.attention_head(features)  # (B, 1, H, W)
         composed = attention * image + (1.0 - attention) * colour
         return GeneratorOutput(composed, attention, colour)
 
