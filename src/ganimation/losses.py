@@ -111,8 +111,7 @@ def paired_changed_loss(output: Tensor, image: Tensor, truth: Tensor, tolerance:
     the AU costs almost nothing; here the brow is the whole of that image's term. Weighted by
     ``lambda_paired_changed`` (0 by default, i.e. the paper's objective).
     """
-    # (B, 3, H, W) -> (B, 1, H, W): a pixel changes when any of its channels does.
-    changed = ((truth.float() - image.float()).abs().amax(dim=1, keepdim=True) > tolerance).float()
+    changed = _changed_pixels(image, truth, tolerance)  # (B, 1, H, W)
     error = (output.float() - truth.float()).abs().mean(dim=1, keepdim=True) * changed
     return (error.flatten(1).sum(dim=1) / changed.flatten(1).sum(dim=1).clamp(min=1.0)).mean()
 
@@ -155,6 +154,11 @@ def paired_attention_loss(attention: Tensor, image: Tensor, truth: Tensor, toler
     the edit changes are left to the output's loss. Weighted by ``lambda_paired_attention`` (0 by
     default, i.e. the paper's objective).
     """
-    # (B, 3, H, W) -> (B, 1, H, W): a pixel is unchanged when all three channels are.
-    unchanged = ((truth.float() - image.float()).abs().amax(dim=1, keepdim=True) <= tolerance).float()
+    unchanged = 1.0 - _changed_pixels(image, truth, tolerance)  # (B, 1, H, W)
     return torch.mean((1.0 - attention.float()) * unchanged)
+
+
+def _changed_pixels(image: Tensor, truth: Tensor, tolerance: float) -> Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) float mask: 1 where any channel of ``truth`` differs from ``image``
+    by more than ``tolerance``, the pixels the true edit changes."""
+    return ((truth.float() - image.float()).abs().amax(dim=1, keepdim=True) > tolerance).float()
