@@ -234,6 +234,7 @@ def test_bad_type_in_file_names_the_key(tmp_path: Path) -> None:
     (["loss.lambda_paired=-1", "loss.lambda_tv=-0.5"], "0 or more: loss.lambda_tv, loss.lambda_paired$"),
     (["loss.lambda_paired_colour=-2"], "0 or more: loss.lambda_paired_colour$"),
     (["loss.lambda_paired_attention=-1"], "0 or more: loss.lambda_paired_attention$"),
+    (["loss.lambda_paired_unchanged=-1"], "0 or more: loss.lambda_paired_unchanged$"),
     (["optim.ema_decay=1"], "optim.ema_decay must be in \\[0, 1\\)"),
     (["optim.ema_decay=-0.1"], "optim.ema_decay must be in \\[0, 1\\)"),
 ])
@@ -244,7 +245,7 @@ def test_validation_errors(overrides: list[str], message: str) -> None:
 
 @pytest.mark.parametrize(("overrides", "expected"), [
     ([], False), (["loss.lambda_paired=1"], True), (["loss.lambda_paired_colour=1"], True),
-    (["loss.lambda_paired_attention=1"], True),
+    (["loss.lambda_paired_attention=1"], True), (["loss.lambda_paired_unchanged=1"], True),
     (["loss.lambda_same_expression=1"], False),
 ])
 def test_uses_pairs_when_a_paired_loss_is_on(overrides: list[str], expected: bool) -> None:

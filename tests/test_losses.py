@@ -159,6 +159,32 @@ def test_paired_changed_loss_averages_over_each_images_changed_pixels() -> None:
     assert losses.paired_changed_loss(image + 0.7, image, image + 0.5 / 255).item() == 0.0
 
 
+def test_paired_unchanged_loss_is_minus_the_psnr_over_the_pixels_the_edit_leaves() -> None:
+    image = torch.zeros(2, 3, 4, 4)
+    truth = image.clone()
+    truth[:, :, 0, :] = 1.0  # the true edit changes the first row (4 of 16 pixels) of both images
+    output = truth.clone()
+    output[:, :, 0, :] = -1.0  # far off where the edit changes: not scored here
+    output[0, :, 3, 3] = 0.2  # image 0 leaks one dot: 0.1 off in [0, 1] on 1 of 12 unchanged pixels
+    expected = (10 * math.log10(1e-2 / 12 + 1e-6) + 10 * math.log10(0.0 + 1e-6)) / 2
+    assert losses.paired_unchanged_loss(output, image, truth).item() == pytest.approx(expected, rel=1e-5)
+    assert losses.paired_unchanged_loss(truth, image, truth).item() == pytest.approx(-60.0)
+
+
+def test_paired_unchanged_loss_pulls_a_leak_back_to_the_input_and_leaves_the_edit() -> None:
+    image = torch.zeros(1, 3, 4, 4)
+    truth = image.clone()
+    truth[:, :, 0, 0] = 1.0
+    output = truth.clone()
+    output[:, :, 0, 0] = 0.5  # the edit falls short
+    output[:, :, 3, 3] = 0.2  # and a dot leaks
+    output.requires_grad_(True)
+    losses.paired_unchanged_loss(output, image, truth).backward()
+    assert (output.grad[:, :, 3, 3] > 0).all()  # descent lowers the dot towards the input
+    assert torch.count_nonzero(output.grad[:, :, 0, 0]) == 0  # the changed pixel is left to the others
+    assert torch.count_nonzero(output.grad) == 3
+
+
 def test_paired_colour_loss_reaches_the_colour_mask_where_attention_keeps_the_input() -> None:
     image = torch.zeros(1, 3, 2, 2)
     truth = torch.tensor([[0.0, 0.5], [0.0, 0.0]]).view(1, 1, 2, 2).expand(1, 3, 2, 2)

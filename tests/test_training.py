@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 CRITIC_KEYS = {"d/total", "d/wasserstein", "d/gradient_penalty", "d/au_real", "d/real_score", "d/fake_score"}
 GENERATOR_KEYS = {"g/total", "g/adversarial", "g/au_fake", "g/attention", "g/cycle", "g/same_expression", "g/paired",
                   "g/paired_colour", "g/paired_attention", "g/paired_psnr", "g/paired_changed",
-                  "g/attention_mean"}
+                  "g/paired_unchanged", "g/attention_mean"}
 
 
 def make_trainer(*overrides: str, pool: torch.Tensor | None = None, steps_per_epoch: int = 5) -> GANimationTrainer:
@@ -168,6 +168,7 @@ def test_same_expression_loss_changes_the_generator_update() -> None:
     ("lambda_paired_colour", "colour", "g/paired_colour"),  # the colour mask itself
     ("lambda_paired_psnr", "image", "g/paired_psnr"),  # the output, on the evaluation's log scale
     ("lambda_paired_changed", "image", "g/paired_changed"),  # the output where the partner differs
+    ("lambda_paired_unchanged", "image", "g/paired_unchanged"),  # the output where the partner does not
 ])
 def test_paired_loss_edits_towards_the_partner_and_scores_against_it(weight: str, scored: str, key: str) -> None:
     trainer = make_trainer(f"loss.{weight}=10")
@@ -183,6 +184,11 @@ def test_paired_loss_edits_towards_the_partner_and_scores_against_it(weight: str
             changed = ((partner_images - images).abs().amax(dim=1) > 1 / 255).float()  # (B, H, W)
             per_image = (difference.abs().mean(dim=1) * changed).flatten(1).sum(1) / changed.flatten(1).sum(1)
             expected = per_image.mean().item()
+        elif key == "g/paired_unchanged":
+            unchanged = ((partner_images - images).abs().amax(dim=1) <= 1 / 255).float()  # (B, H, W)
+            squared = (difference.pow(2).mean(dim=1) / 4 * unchanged).flatten(1).sum(1)
+            errors = squared / unchanged.flatten(1).sum(1).clamp(min=1)
+            expected = (10 * torch.log10(errors + 1e-6)).mean().item()
         else:
             expected = difference.abs().mean().item()
     calls = record_generator_aus(trainer)
@@ -221,13 +227,13 @@ def test_paired_losses_are_off_by_default() -> None:
     trainer = make_trainer()
     weights = trainer.config.loss
     assert weights.lambda_paired == weights.lambda_paired_colour == weights.lambda_paired_attention == 0.0  # the paper's
-    assert weights.lambda_paired_psnr == 0.0 == weights.lambda_paired_changed
+    assert weights.lambda_paired_psnr == 0.0 == weights.lambda_paired_changed == weights.lambda_paired_unchanged
     images, aus = batch()
     partner_images, partner_aus = batch(seed=3)
     calls = record_generator_aus(trainer)
     metrics = trainer.generator_step(images, aus, (partner_images, partner_aus))
     assert metrics["g/paired"] == 0.0 == metrics["g/paired_colour"] == metrics["g/paired_attention"]
-    assert metrics["g/paired_psnr"] == 0.0 == metrics["g/paired_changed"]
+    assert metrics["g/paired_psnr"] == 0.0 == metrics["g/paired_changed"] == metrics["g/paired_unchanged"]
     assert not torch.equal(calls[0], partner_aus)  # a random target y_f
 
 

@@ -88,13 +88,18 @@ class LossConfig:
     # Not in the paper, 0 = off: weight of the L1 of G(I | y_p) to I_p over the pixels where I_p
     # differs from I, averaged per image over those pixels (losses.paired_changed_loss).
     lambda_paired_changed: float = 0.0
+    # Not in the paper, 0 = off: weight of minus the PSNR (dB) of G(I | y_p) against I_p over only
+    # the pixels where I_p equals I, averaged over images: leaks of the edit away from the features
+    # it moves (losses.paired_unchanged_loss).
+    lambda_paired_unchanged: float = 0.0
     target_noise: float = 0.1  # uniform noise added to a random sample's AUs to form y_f
 
     @property
     def uses_pairs(self) -> bool:
         """Whether a loss needs each image's same-identity partner (the dataset's identity column)."""
         return (self.lambda_paired > 0 or self.lambda_paired_colour > 0 or self.lambda_paired_attention > 0
-                or self.lambda_paired_psnr > 0 or self.lambda_paired_changed > 0)
+                or self.lambda_paired_psnr > 0 or self.lambda_paired_changed > 0
+                or self.lambda_paired_unchanged > 0)
 
 
 @dataclass

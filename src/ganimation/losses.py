@@ -132,6 +132,26 @@ def paired_psnr_loss(output: Tensor, truth: Tensor, floor: float = 1e-6) -> Tens
     return 10.0 * torch.log10(error + floor).mean()
 
 
+def paired_unchanged_loss(output: Tensor, image: Tensor, truth: Tensor, tolerance: float = 1.0 / 255.0,
+                          floor: float = 1e-6) -> Tensor:
+    """Not in the paper: minus the edit's PSNR (dB) over the pixels the true edit leaves unchanged.
+
+    ``mean_i 10 log10(MSE_i + floor)``, with ``MSE_i`` image ``i``'s mean squared error in the [0, 1]
+    range over the pixels where ``I_yp`` equals ``I_yo`` (as :func:`paired_attention_loss` decides),
+    where the exact answer is the input itself. An edit that paints a few dots far from the features
+    it should move (dots the critic's ``D_y`` reads as the AU) pays almost nothing in a whole-image
+    L1, but on a small edit those dots are most of the image's error. On a log scale each image's
+    leak is held to its own size, and the pixels the edit changes are left to the other losses, so
+    this does not damp the edit itself as :func:`paired_psnr_loss` does. Weighted by
+    ``lambda_paired_unchanged`` (0 by default, i.e. the paper's objective).
+    """
+    unchanged = 1.0 - _changed_pixels(image, truth, tolerance)  # (B, 1, H, W)
+    # (B, 3, H, W) in [-1, 1] -> (B, 1, H, W) squared error in [0, 1]: halving the range quarters it.
+    squared = (output.float() - truth.float()).pow(2).mean(dim=1, keepdim=True) / 4.0
+    error = (squared * unchanged).flatten(1).sum(dim=1) / unchanged.flatten(1).sum(dim=1).clamp(min=1.0)
+    return 10.0 * torch.log10(error + floor).mean()
+
+
 def paired_colour_loss(colour: Tensor, truth: Tensor) -> Tensor:
     """Not in the paper: ``|| C(I_yo | y_p) - I_yp ||_1``, the colour mask against the true image.
 

@@ -196,12 +196,15 @@ class GANimationTrainer:
                 paired_attention = torch.zeros((), device=self.device)
                 paired_psnr = torch.zeros((), device=self.device)
                 paired_changed = torch.zeros((), device=self.device)
+                paired_unchanged = torch.zeros((), device=self.device)
                 if use_pairs:
                     paired = losses.paired_loss(edited.image, partner[0])
                     if weights.lambda_paired_psnr > 0:
                         paired_psnr = losses.paired_psnr_loss(edited.image, partner[0])
                     if weights.lambda_paired_changed > 0:
                         paired_changed = losses.paired_changed_loss(edited.image, images, partner[0])
+                    if weights.lambda_paired_unchanged > 0:
+                        paired_unchanged = losses.paired_unchanged_loss(edited.image, images, partner[0])
                     paired_colour = losses.paired_colour_loss(edited.colour, partner[0])
                     if self.config.model.use_attention:
                         paired_attention = losses.paired_attention_loss(edited.attention, images, partner[0])
@@ -210,7 +213,8 @@ class GANimationTrainer:
                          + weights.lambda_paired_colour * paired_colour
                          + weights.lambda_paired_attention * paired_attention
                          + weights.lambda_paired_psnr * paired_psnr
-                         + weights.lambda_paired_changed * paired_changed)
+                         + weights.lambda_paired_changed * paired_changed
+                         + weights.lambda_paired_unchanged * paired_unchanged)
             self.generator_optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.generator_optimizer.step()
@@ -222,7 +226,7 @@ class GANimationTrainer:
                 "g/attention": attention.item(), "g/cycle": cycle.item(), "g/same_expression": same.item(),
                 "g/paired": paired.item(), "g/paired_colour": paired_colour.item(),
                 "g/paired_attention": paired_attention.item(), "g/paired_psnr": paired_psnr.item(),
-                "g/paired_changed": paired_changed.item(),
+                "g/paired_changed": paired_changed.item(), "g/paired_unchanged": paired_unchanged.item(),
                 "g/attention_mean": edited.attention.float().mean().item()}
 
     def train_step(self, images: Tensor, aus: Tensor, partner: tuple[Tensor, Tensor] | None = None
