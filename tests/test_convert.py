@@ -410,3 +410,29 @@ def test_own_model_resaved_as_float16(tmp_path: Path) -> None:
     aus = np.linspace(0, 1, 17).astype(np.float32)
     difference = np.abs(full_model.animate(face, aus).image.astype(int) - half_model.animate(face, aus).image.astype(int))
     assert difference.max() <= 2
+
+
+def test_convert_attention_scale_scales_the_head_and_records_it(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from ganimation.checkpoint import read_model_file, save_model_file
+    from ganimation.config import ModelConfig
+    from ganimation.networks import build_networks
+
+    config = ModelConfig(image_size=32, generator_channels=8, generator_residual_blocks=1,
+                         discriminator_channels=8, discriminator_layers=3)
+    generator, critic = build_networks(config)
+    source = save_model_file(tmp_path / "model.safetensors", generator, critic, config)
+    once, twice = tmp_path / "once.safetensors", tmp_path / "twice.safetensors"
+    assert cli_main(["convert", str(source), "-o", str(once), "--attention-scale", "0.5"]) == 0
+    assert cli_main(["convert", str(once), "-o", str(twice), "--attention-scale", "0.8"]) == 0
+    _, original, _ = read_model_file(source)
+    _, scaled, extra = read_model_file(twice)
+    head = "generator.attention_head.0.weight"
+    assert torch.allclose(scaled[head], 0.4 * original[head])
+    assert all(torch.equal(scaled[key], original[key]) for key in original if key != head)
+    assert extra["attention_scale"] == pytest.approx(0.4)
+    capsys.readouterr()
+    assert cli_main(["convert", str(source), "-o", str(tmp_path / "bad.safetensors"), "--attention-scale", "0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "positive number" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -192,6 +192,36 @@ def test_without_attention() -> None:
     assert not torch.equal(output.image, images)
 
 
+def test_scale_attention_logits_multiplies_every_logit_and_nothing_else(
+        smoke_networks: tuple[Generator, Discriminator]) -> None:
+    generator, _ = smoke_networks
+    images, aus = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 17)
+    with torch.no_grad():
+        before = generator(images, aus)
+        generator.scale_attention_logits(0.5)
+        after = generator(images, aus)
+    logits_before = torch.logit(before.attention.double())
+    assert torch.allclose(torch.logit(after.attention.double()), 0.5 * logits_before, atol=1e-4)
+    assert logits_before.abs().max() > 0.01  # the check above is not 0 = 0.5 * 0
+    assert torch.equal(after.colour, before.colour)
+    # Softer mask, more of the colour mask in the output: A moves towards 0.5 everywhere.
+    assert ((after.attention - 0.5).abs() <= (before.attention - 0.5).abs() + 1e-6).all()
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.0, float("nan"), float("inf")])
+def test_scale_attention_logits_refuses_a_bad_factor(smoke_networks: tuple[Generator, Discriminator],
+                                                     factor: float) -> None:
+    generator, _ = smoke_networks
+    with pytest.raises(ValueError, match="positive number"):
+        generator.scale_attention_logits(factor)
+
+
+def test_scale_attention_logits_needs_an_attention_mask() -> None:
+    generator, _ = build_networks(build_config("smoke", overrides=["model.use_attention=false"]).model)
+    with pytest.raises(ValueError, match="no attention mask"):
+        generator.scale_attention_logits(0.5)
+
+
 def test_aus_condition_the_output(smoke_networks: tuple[Generator, Discriminator]) -> None:
     generator, _ = smoke_networks
     torch.manual_seed(5)

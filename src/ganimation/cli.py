@@ -126,6 +126,9 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--discriminator", metavar="D.pth", help="critic checkpoint (default: found beside SRC)")
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
     parser.add_argument("--image-size", type=int, help="image size when there is no critic file (default 128)")
+    parser.add_argument("--attention-scale", type=float, default=1.0, metavar="FACTOR",
+                        help="multiply the attention mask's logits by FACTOR: below 1 softens the mask, so the "
+                             "edit shows more (default 1, the weights as they are)")
     parser.set_defaults(handler=_run_convert)
 
 
@@ -134,7 +137,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     from ganimation.checkpoint import read_model_file
 
     path = convert_checkpoint(args.source, args.output, discriminator=args.discriminator, half=args.half,
-                              image_size=args.image_size)
+                              image_size=args.image_size, attention_scale=args.attention_scale)
     config, tensors, _ = read_model_file(path)
     has_critic = any(key.startswith("discriminator.") for key in tensors)
     print(f"model: {path} ({config.image_size} px, {config.num_aus} AUs, "

@@ -351,22 +351,30 @@ def build_foreign_networks(path: str | os.PathLike[str], discriminator_path: str
 
 def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                        discriminator: str | os.PathLike[str] | None = None, half: bool = False,
-                       *, image_size: int | None = None) -> Path:
+                       *, image_size: int | None = None, attention_scale: float = 1.0) -> Path:
     """Convert a foreign ``.pth`` (plus critic) into our ``model.safetensors`` (float16 with ``half``).
 
     Our own model files and run or checkpoint folders are accepted too and re-saved, which is how
     a finished run becomes a small float16 file to ship (``ganimation convert RUN -o m.safetensors --half``).
+    ``attention_scale`` multiplies the attention mask's logits (:meth:`Generator.scale_attention_logits`);
+    the file's ``attention_scale`` entry records the product of every scale applied to its weights.
     """
     source = Path(src)
     if source.is_dir() or source.suffix == ".safetensors":
-        return _resave_own(source, dst, half)
+        return _resave_own(source, dst, half, attention_scale)
     config, generator, critic = build_foreign_networks(src, discriminator, image_size=image_size)
-    return save_model_file(dst, generator, critic, config, half=half,
-                           extra={"converted_from": Path(src).name,
-                                  "converted_critic": critic is not None})
+    extra: dict[str, Any] = {"converted_from": Path(src).name, "converted_critic": critic is not None}
+    _scale_attention(generator, attention_scale, extra)
+    return save_model_file(dst, generator, critic, config, half=half, extra=extra)
 
 
-def _resave_own(source: Path, dst: str | os.PathLike[str], half: bool) -> Path:
+def _scale_attention(generator: Generator, factor: float, extra: dict[str, Any]) -> None:
+    if factor != 1.0:
+        generator.scale_attention_logits(factor)
+        extra["attention_scale"] = float(extra.get("attention_scale", 1.0)) * factor
+
+
+def _resave_own(source: Path, dst: str | os.PathLike[str], half: bool, attention_scale: float = 1.0) -> Path:
     """Re-save one of our model files (or a run's newest) with only the weights, optionally float16."""
     from ganimation.checkpoint import read_model_file
     from ganimation.inference import resolve_model_path
@@ -381,4 +389,6 @@ def _resave_own(source: Path, dst: str | os.PathLike[str], half: bool) -> Path:
         critic = Discriminator(config)
         load_into(critic, split_prefix(tensors, "discriminator"), source=str(model_path), name="discriminator")
     extra.pop("package_version", None)
-    return save_model_file(dst, generator, critic, config, half=half, extra={**extra, "converted_from": model_path.name})
+    extra = {**extra, "converted_from": model_path.name}
+    _scale_attention(generator, attention_scale, extra)
+    return save_model_file(dst, generator, critic, config, half=half, extra=extra)

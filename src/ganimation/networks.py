@@ -12,6 +12,7 @@ With the paper's defaults the generator has 8,471,296 parameters and the critic 
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -137,6 +138,23 @@ class Generator(nn.Module):
             attention = self.attention_head(features)  # (B, 1, H, W)
         composed = attention * image + (1.0 - attention) * colour
         return GeneratorOutput(composed, attention, colour)
+
+    @torch.no_grad()
+    def scale_attention_logits(self, factor: float) -> None:
+        """Multiply the attention mask's logits by ``factor``: a temperature of ``1 / factor``.
+
+        The head is one convolution without a bias, so scaling its weights scales every logit
+        exactly. Below 1 the mask softens (``A`` moves towards 0.5, so more of the colour mask
+        shows); above 1 it hardens. A mask trained to near-certainty keeps the input almost
+        everywhere, and its saturated pixels barely learn (the sigmoid's gradient is
+        ``A (1 - A)``); softening it is the attention-mask analogue of temperature scaling
+        (Guo et al. 2017) and of shrinking a warm start (Ash & Adams 2020).
+        """
+        if not self.config.use_attention:
+            raise ValueError("this generator has no attention mask to scale (model.use_attention=false)")
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ValueError(f"the attention-logit scale must be a positive number, got {factor}")
+        self.attention_head[0].weight.mul_(factor)
 
 
 class Discriminator(nn.Module):
