@@ -111,9 +111,8 @@ def paired_changed_loss(output: Tensor, image: Tensor, truth: Tensor, tolerance:
     the AU costs almost nothing; here the brow is the whole of that image's term. Weighted by
     ``lambda_paired_changed`` (0 by default, i.e. the paper's objective).
     """
-    changed = _changed_pixels(image, truth, tolerance)  # (B, 1, H, W)
-    error = (output.float() - truth.float()).abs().mean(dim=1, keepdim=True) * changed
-    return (error.flatten(1).sum(dim=1) / changed.flatten(1).sum(dim=1).clamp(min=1.0)).mean()
+    error = (output.float() - truth.float()).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    return _mean_per_image(error, _changed_pixels(image, truth, tolerance)).mean()
 
 
 def paired_psnr_loss(output: Tensor, truth: Tensor, floor: float = 1e-6) -> Tensor:
@@ -127,9 +126,7 @@ def paired_psnr_loss(output: Tensor, truth: Tensor, floor: float = 1e-6) -> Tens
     image a weight inversely proportional to its own error, so small edits are held to their own
     scale. Weighted by ``lambda_paired_psnr`` (0 by default, i.e. the paper's objective).
     """
-    # (B, 3, H, W) in [-1, 1] -> (B,) squared error in [0, 1]: halving the range quarters it.
-    error = (output.float() - truth.float()).pow(2).flatten(1).mean(dim=1) / 4.0
-    return 10.0 * torch.log10(error + floor).mean()
+    return _mean_decibels(_squared_error(output, truth).flatten(1).mean(dim=1), floor)
 
 
 def paired_unchanged_loss(output: Tensor, image: Tensor, truth: Tensor, tolerance: float = 1.0 / 255.0,
@@ -146,10 +143,7 @@ def paired_unchanged_loss(output: Tensor, image: Tensor, truth: Tensor, toleranc
     ``lambda_paired_unchanged`` (0 by default, i.e. the paper's objective).
     """
     unchanged = 1.0 - _changed_pixels(image, truth, tolerance)  # (B, 1, H, W)
-    # (B, 3, H, W) in [-1, 1] -> (B, 1, H, W) squared error in [0, 1]: halving the range quarters it.
-    squared = (output.float() - truth.float()).pow(2).mean(dim=1, keepdim=True) / 4.0
-    error = (squared * unchanged).flatten(1).sum(dim=1) / unchanged.flatten(1).sum(dim=1).clamp(min=1.0)
-    return 10.0 * torch.log10(error + floor).mean()
+    return _mean_decibels(_mean_per_image(_squared_error(output, truth), unchanged), floor)
 
 
 def paired_colour_loss(colour: Tensor, truth: Tensor) -> Tensor:
@@ -182,3 +176,21 @@ def _changed_pixels(image: Tensor, truth: Tensor, tolerance: float) -> Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) float mask: 1 where any channel of ``truth`` differs from ``image``
     by more than ``tolerance``, the pixels the true edit changes."""
     return ((truth.float() - image.float()).abs().amax(dim=1, keepdim=True) > tolerance).float()
+
+
+def _squared_error(output: Tensor, truth: Tensor) -> Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, 1, H, W) squared error in [0, 1], averaged over channels:
+    halving the range quarters it."""
+    return (output.float() - truth.float()).pow(2).mean(dim=1, keepdim=True) / 4.0
+
+
+def _mean_per_image(values: Tensor, mask: Tensor) -> Tensor:
+    """(B, 1, H, W) values and 0/1 mask -> (B,) mean of each image's values over its masked pixels
+    (0 for an image with none)."""
+    return (values * mask).flatten(1).sum(dim=1) / mask.flatten(1).sum(dim=1).clamp(min=1.0)
+
+
+def _mean_decibels(error: Tensor, floor: float) -> Tensor:
+    """(B,) mean squared errors in [0, 1] -> ``mean_i 10 log10(error_i + floor)``, minus the mean
+    PSNR, with ``floor`` its cap (1e-6: 60 dB, the evaluation's)."""
+    return 10.0 * torch.log10(error + floor).mean()

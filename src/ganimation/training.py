@@ -167,9 +167,9 @@ class GANimationTrainer:
         """Generator: adversarial (eq. 1), expression (eq. 3), attention on both masks (eq. 2), cycle (eq. 4).
 
         With ``partner`` = (images, AUs) of the same identities and a paired loss weight > 0
-        (``loss.lambda_paired``, ``_colour``, ``_attention``, ``_psnr`` or ``_changed``) the edit
-        targets the partner's AUs, and its output, colour mask and attention mask are scored against
-        the partner image (not in the paper).
+        (``loss.lambda_paired``, ``_colour``, ``_attention``, ``_psnr``, ``_changed`` or
+        ``_unchanged``) the edit targets the partner's AUs, and its output, colour mask and attention
+        mask are scored against the partner image (not in the paper).
         """
         weights = self.config.loss
         use_pairs = partner is not None and weights.uses_pairs
