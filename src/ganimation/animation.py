@@ -440,18 +440,28 @@ class PhotoAnimator:
         """Where an interpolation starts: the face as it is (see :func:`face_aus`)."""
         return face_aus(self.model, aligned, self.reader)
 
+    def toward_expression(self, aligned: Sequence[AlignedFace], expression: np.ndarray, intensity: float) -> np.ndarray:
+        """Per-face targets ``(faces, 17)`` a fraction ``intensity`` of the way from each face's own
+        AUs to ``expression``: 0 leaves every face as it is, 1 is the expression itself."""
+        if not math.isfinite(intensity) or not 0.0 <= intensity <= 1.0:
+            raise AUError(f"expression intensity must be within [0, 1], got {intensity}")
+        own = np.stack([self.source_aus(face) for face in aligned]) if aligned else np.zeros((0, NUM_AUS))
+        return (own + intensity * (np.asarray(expression, dtype=np.float32)[None] - own)).astype(np.float32)
+
     def edit(self, photo: np.ndarray, target_aus: np.ndarray, source: str | Path | None = None,
              aligned: list[AlignedFace] | None = None) -> PhotoEdit:
-        """The photo with the selected faces moved to ``target_aus``.
+        """The photo with the selected faces moved to ``target_aus`` (one vector for all faces,
+        or one row per face as :meth:`toward_expression` gives).
 
         All crops are cut from the original before any edit is pasted, so overlapping faces do
         not see each other's edits; pixels outside the faces' masks are the photo's, bit for bit.
         """
         aligned = aligned if aligned is not None else self.align(photo, source)
+        targets = _per_face(target_aus, len(aligned))
         result = photo
         edited = []
-        for face in aligned:
-            output = self.model.animate(face.crop, target_aus)
+        for face, target in zip(aligned, targets):
+            output = self.model.animate(face.crop, target)
             result = paste_back(result, face, output.image, blend=self.blend)
             edited.append(EditedFace(face.face, face, output.image, output.attention))
         return PhotoEdit(result if result is not photo else photo.copy(), edited)
@@ -481,10 +491,22 @@ class PhotoAnimator:
     def interpolation(self, photo: np.ndarray, target_aus: np.ndarray, frames: int,
                       source_aus: np.ndarray | None = None, source: str | Path | None = None,
                       aligned: list[AlignedFace] | None = None) -> Iterator[np.ndarray]:
-        """From each face as it is (its AUs as read, or ``source_aus``) to ``target_aus``."""
+        """From each face as it is (its AUs as read, or ``source_aus``) to ``target_aus`` (one
+        vector, or one row per face)."""
         aligned = aligned if aligned is not None else self.align(photo, source)
         starts = [source_aus if source_aus is not None else self.source_aus(face) for face in aligned]
-        return self.render(photo, aligned, [interpolate_aus(start, target_aus, frames) for start in starts])
+        targets = _per_face(target_aus, len(aligned))
+        return self.render(photo, aligned, [interpolate_aus(start, end, frames) for start, end in zip(starts, targets)])
+
+
+def _per_face(target_aus: np.ndarray, faces: int) -> np.ndarray:
+    """``(faces, 17)`` targets from one AU vector or from one row per face."""
+    targets = np.asarray(target_aus, dtype=np.float32)
+    if targets.ndim == 1:
+        return np.repeat(targets[None], faces, axis=0)
+    if targets.shape != (faces, NUM_AUS):
+        raise AUError(f"expected one target AU vector or {faces} rows of {NUM_AUS}, got shape {targets.shape}")
+    return targets
 
 
 def edit_video_frames(model: GANimation, frames: Iterable[np.ndarray], aus_for_frame: Any,

@@ -201,7 +201,9 @@ def _add_animate(subparsers: argparse._SubParsersAction) -> None:
                         help="target AU intensity in [0, 1], e.g. AU12=0.8 (repeatable)")
     parser.add_argument("--expression", help="named expression: happy, sad, surprise, fear, anger, disgust, "
                                              "contempt, neutral")
-    parser.add_argument("--intensity", type=float, default=1.0, help="scale of --expression (0..1)")
+    parser.add_argument("--intensity", type=float, default=1.0,
+                        help="how far towards --expression, 0..1 (default 1): on a photo, 0 keeps each face's own "
+                             "expression and 1 is the full expression; on a --crop, the expression scaled from neutral")
     parser.add_argument("--source-au", action="append", default=[], metavar="AU=VALUE",
                         help="AUs of the input face, where the interpolation starts (default zeros)")
     parser.add_argument("-o", "--output", help="edited image (PNG/JPEG)")
@@ -353,6 +355,12 @@ def _animate_photo(model, image: np.ndarray, source: np.ndarray | None, target: 
         aligned = animator.align(image, source=args.image)
     except FaceError as error:
         return _copy_when_no_face(args, error, frames=frames if clips else None, fps=args.fps)
+    if args.expression:  # --intensity moves each face from its own AUs towards the expression
+        from ganimation.aus import aus_from_mapping, expression_aus, parse_au_assignments
+
+        assignments = parse_au_assignments(args.au)
+        target = np.stack([aus_from_mapping(assignments, row) for row in
+                           animator.toward_expression(aligned, expression_aus(args.expression), args.intensity)])
     kind = photo_kind(args.image)
     if still:
         edit = animator.edit(image, target, aligned=aligned)
@@ -363,8 +371,8 @@ def _animate_photo(model, image: np.ndarray, source: np.ndarray | None, target: 
             if attention is not None:
                 grey = np.repeat((attention[..., None] * 255).round().astype(np.uint8), 3, axis=2)
                 print(f"attention: {save_image(_suffixed(output, 'attention'), grey)}")
-            for number, face in enumerate(edit.faces):
-                result = model.animate(face.crop, target)
+            for number, (face, face_target) in enumerate(zip(edit.faces, np.broadcast_to(target, (len(edit.faces), target.shape[-1])))):
+                result = model.animate(face.crop, face_target)
                 print(f"colour: {save_image(_suffixed(output, f'colour{number}'), result.colour)}")
     if clips:
         sequence = list(grey_frames(animator.interpolation(image, target, frames, source, aligned=aligned), kind))
@@ -619,8 +627,27 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--random", type=int, default=10, help="random AU combinations in the suite")
     parser.add_argument("--seed", type=int, default=90210, help="identity seed (keep apart from training seeds)")
     parser.add_argument("--regressor", help="AU regressor file (default: the shipped one)")
+    parser.add_argument("--photos", metavar="DIR",
+                        help="evaluate on the real photos in DIR instead (faces the model never saw): each is "
+                             "edited to the basic emotions and to its own AUs, and the edits are read again with "
+                             "the AU reader (response, leakage, zero-edit PSNR, change outside, time)")
     parser.add_argument("-o", "--output", default="out/evaluation")
     parser.set_defaults(handler=_run_evaluate)
+
+
+def _compared_models(entries: Sequence[str]) -> dict:  # type: ignore[type-arg]
+    """``NAME=PATH`` entries of --ablation, loaded (names must be unique, not 'copy' or 'model')."""
+    from ganimation.inference import GANimation
+
+    models = {}
+    for entry in entries:
+        name, _, path = entry.partition("=")
+        if not path or not name:
+            raise ValueError(f"--ablation {entry!r}: expected NAME=PATH")
+        if name in models or name in ("copy", "model"):
+            raise ValueError(f"--ablation {entry!r}: the name {name!r} is taken; choose another")
+        models[name] = GANimation.load(path)
+    return models
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -630,14 +657,18 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from ganimation.inference import GANimation
 
     model = GANimation.load(args.checkpoint)
+    if args.photos:
+        from ganimation import realeval
+
+        photos = realeval.list_photos(args.photos)
+        report = realeval.evaluate_photos({"copy": None, **_compared_models(args.ablation), "model": model}, photos)
+        report["model"] = model.source
+        json_path, table_path = realeval.write_report(report, args.output)
+        print(realeval.markdown_table(report))
+        print(f"report: {json_path}, {table_path}")
+        return 0
     methods = {"copy": copy_input}
-    for entry in args.ablation:
-        name, _, path = entry.partition("=")
-        if not path or not name:
-            raise ValueError(f"--ablation {entry!r}: expected NAME=PATH")
-        if name in methods or name == "model":
-            raise ValueError(f"--ablation {entry!r}: the name {name!r} is taken; choose another")
-        other = GANimation.load(path)
+    for name, other in _compared_models(args.ablation).items():
         if other.image_size != model.image_size:
             raise ValueError(f"--ablation {name}: {other.image_size} px model, the model under test is "
                              f"{model.image_size} px")
