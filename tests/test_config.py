@@ -47,6 +47,21 @@ def test_paper_preset_equals_defaults() -> None:
     assert build_config().to_dict() == Config().to_dict()
 
 
+def test_official_preset_is_the_paper_trained_as_the_authors_code() -> None:
+    config, paper = build_config("official"), Config()
+    assert config.model == paper.model and config.data == paper.data
+    assert config.loss.lambda_cond == 4000.0 and config.loss.au_loss_divided_by_batch is True
+    assert config.loss.attention_smoothness == "absolute"
+    assert config.loss.clamp_targets is False and config.loss.reuse_critic_targets is True
+    assert (config.optim.lr_decay, config.optim.penalty_step, config.optim.norm_init) == ("epoch", "separate",
+                                                                                         "uniform")
+    # Our defaults, which paper128 keeps.
+    assert (paper.loss.attention_smoothness, paper.optim.penalty_step, paper.optim.lr_decay) == ("squared", "joint",
+                                                                                                "step")
+    assert paper.loss.clamp_targets is True and paper.loss.reuse_critic_targets is False
+    assert paper.loss.au_loss_divided_by_batch is False and paper.optim.norm_init == "ones"
+
+
 def test_smoke_preset() -> None:
     config = build_config("smoke")
     assert config.model.image_size == 32
@@ -237,6 +252,10 @@ def test_bad_type_in_file_names_the_key(tmp_path: Path) -> None:
     (["loss.lambda_paired_unchanged=-1"], "0 or more: loss.lambda_paired_unchanged$"),
     (["optim.ema_decay=1"], "optim.ema_decay must be in \\[0, 1\\)"),
     (["optim.ema_decay=-0.1"], "optim.ema_decay must be in \\[0, 1\\)"),
+    (["loss.attention_smoothness=cubic"], "loss.attention_smoothness must be one of squared, absolute; got 'cubic'"),
+    (["optim.lr_decay=batch"], "optim.lr_decay must be one of step, epoch"),
+    (["optim.penalty_step=both"], "optim.penalty_step must be one of joint, separate"),
+    (["optim.norm_init=zeros"], "optim.norm_init must be one of ones, uniform"),
 ])
 def test_validation_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

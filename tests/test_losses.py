@@ -39,10 +39,19 @@ def test_au_regression_loss_is_mean_squared() -> None:
 
 def test_au_regression_loss_upcasts() -> None:
     predicted = torch.tensor([[0.25, 0.75]], dtype=torch.bfloat16)
-    target = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    target = torch.tensor([[0.0, 1.0]], dtype=torch.bfloat16)
     value = losses.au_regression_loss(predicted, target)
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(0.0625)
+    # float64 stays float64 (never rounded to float32 on the way), as in every loss.
+    assert losses.au_regression_loss(predicted, target.double()).dtype == torch.float64
+
+
+def test_au_regression_loss_divided_by_batch_as_the_authors_code() -> None:
+    predicted, target = torch.zeros(4, 17), torch.ones(4, 17)
+    assert losses.au_regression_loss(predicted, target).item() == 1.0
+    # MSELoss (a mean) divided by the batch size, which the authors' code weighs by 4000.
+    assert losses.au_regression_loss(predicted, target, batch_size=4).item() == 0.25
 
 
 def test_total_variation_single_2x2() -> None:
@@ -67,6 +76,29 @@ def test_total_variation_constant_and_3x3() -> None:
     # A checkerboard 3x3 of 0/1: every neighbour pair differs by 1: 6 vertical + 6 horizontal pairs.
     board = (torch.arange(9).view(3, 3) % 2).float().view(1, 1, 3, 3)
     assert losses.total_variation(board).item() == pytest.approx(12.0)
+
+
+def test_absolute_smoothness_sums_absolute_differences_over_the_whole_batch() -> None:
+    first = torch.tensor([[0.0, 1.0], [3.0, 7.0]])  # |3| + |6| + |1| + |4| = 14
+    second = torch.tensor([[1.0, 1.0], [1.0, 3.0]])  # 0 + 2 + 0 + 2 = 4
+    attention = torch.stack([first, second])[:, None]
+    # The authors' code: summed over the batch, not averaged, and absolute, not squared.
+    assert losses.absolute_smoothness(attention).item() == pytest.approx(14.0 + 4.0)
+    assert losses.absolute_smoothness(torch.full((3, 1, 5, 5), 0.7)).item() == 0.0
+    # Differences below 1 weigh more than their squares, and the batch is summed: on 25 ramps
+    # in steps of 1/32 the authors' term is 25 x 32 times the paper's.
+    ramp = torch.linspace(0, 1, 33)[None, None, :, None].expand(25, 1, 33, 33)
+    ratio = losses.absolute_smoothness(ramp) / losses.total_variation(ramp)
+    assert ratio.item() == pytest.approx(25 * 32, rel=1e-4)
+
+
+def test_attention_loss_smoothness_forms() -> None:
+    attention = torch.tensor([[0.0, 1.0], [3.0, 7.0]]).view(1, 1, 2, 2)  # TV 62, absolute 14, mean 11/4
+    assert losses.attention_loss(attention, 1.0, 0.0, "squared").item() == pytest.approx(62.0)
+    assert losses.attention_loss(attention, 1.0, 0.0, "absolute").item() == pytest.approx(14.0)
+    assert losses.attention_loss(attention, 1e-5, 0.1, "absolute").item() == pytest.approx(14e-5 + 0.275)
+    with pytest.raises(ValueError, match="smoothness"):
+        losses.attention_loss(attention, 1.0, 0.0, "cubic")
 
 
 def test_attention_loss_weights() -> None:

@@ -40,7 +40,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
                "--set data.batch_size=16.\nThe resolved config is saved as OUTPUT/config.yaml.")
     parser.add_argument("--data", help="dataset folder (images + OpenFace AU CSV); see docs/data.md")
     parser.add_argument("-o", "--output", help="run folder for checkpoints, samples and logs")
-    parser.add_argument("--preset", default=None, help="named preset: paper128 (default), cpu64, smoke")
+    parser.add_argument("--preset", default=None,
+                        help="named preset: paper128 (default: the paper's setting), official (the same, "
+                             "trained as the authors' code trains it; docs/training.md), cpu64, smoke")
     parser.add_argument("--config", help="YAML/TOML/JSON config file laid over the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value (repeatable)")

@@ -19,10 +19,19 @@ from ganimation.aus import NUM_AUS
 
 
 UPSAMPLING_MODES = ("transposed", "resize")
+NORM_INITS = ("ones", "uniform")
+SMOOTHNESS_FORMS = ("squared", "absolute")
+PENALTY_STEPS = ("joint", "separate")
+LR_DECAYS = ("step", "epoch")
 
 
 class ConfigError(ValueError):
     """An unknown key, a badly typed value or an inconsistent combination of settings."""
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
 
 
 @dataclass
@@ -51,17 +60,25 @@ class ModelConfig:
         for name in ("num_aus", "generator_channels", "discriminator_channels", "discriminator_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive")
-        if self.upsampling not in UPSAMPLING_MODES:
-            raise ConfigError(f"model.upsampling must be one of {', '.join(UPSAMPLING_MODES)}; got {self.upsampling!r}")
+        _check_choice("model.upsampling", self.upsampling, UPSAMPLING_MODES)
 
 
 @dataclass
 class LossConfig:
     lambda_gp: float = 10.0  # WGAN-GP penalty weight (Gulrajani et al.)
-    lambda_cond: float = 160.0  # lambda_y on the mean squared AU error; = reference 4000 / batch 25
-    lambda_attention: float = 0.1  # lambda_A on mean(A) (the L2-like term of eq. 2, as the reference)
-    lambda_tv: float = 1e-5  # lambda_TV on the squared-difference total variation of eq. 2
+    lambda_cond: float = 160.0  # lambda_y on the mean squared AU error; = the authors' 4000 / batch 25
+    lambda_attention: float = 0.1  # lambda_A on mean(A) (the L2-like term of eq. 2, as the authors' code)
+    # The weight of eq. 2's smoothness term in the total loss: the paper's lambda_A * lambda_TV
+    # (0.1 * 1e-4), the authors' lambda_mask_smooth.
+    lambda_tv: float = 1e-5
     lambda_idt: float = 10.0  # lambda_idt on the L1 cycle reconstruction of eq. 4
+    # Eq. 2's smoothness term: "squared" (the paper's equation: squared neighbour differences summed
+    # per image, averaged over the batch) or "absolute" (the authors' code: absolute differences
+    # summed over the whole batch, about 100x larger at batch 25).
+    attention_smoothness: str = "squared"
+    # The authors' code divides the AU loss (a mean) by the batch size once more, with lambda_cond
+    # 4000; off, lambda_cond 160 gives the same weight at batch 25 and keeps it at any batch.
+    au_loss_divided_by_batch: bool = False
     # Not in the paper, 0 = off: weight of || G(I | y_o) - I ||_1, the identity-mapping loss of
     # CycleGAN (Zhu et al. 2017, Sec. 5.2). Asked for the expression it already shows, the generator
     # should return the image unchanged; without it the attention mask leaves the mouth and eyes to
@@ -93,6 +110,10 @@ class LossConfig:
     # it moves (losses.paired_unchanged_loss).
     lambda_paired_unchanged: float = 0.0
     target_noise: float = 0.1  # uniform noise added to a random sample's AUs to form y_f
+    clamp_targets: bool = True  # keep y_f in [0, 1], the AUs' range (the authors' code does not)
+    # The generator step edits towards the targets its batch's critic step drew (the authors' code:
+    # one target per sample and batch) instead of drawing new ones.
+    reuse_critic_targets: bool = False
 
     @property
     def uses_pairs(self) -> bool:
@@ -115,6 +136,17 @@ class OptimConfig:
     critic_warmup_steps: int = 0
     epochs: int = 20  # epochs at the full learning rate
     decay_epochs: int = 10  # then linear decay to zero over this many epochs
+    # How the rate decays: "step" (after every batch, reaching 0 at the last one) or "epoch" (the
+    # authors' code: once an epoch, so epoch 21 of 20 + 10 still runs at the full rate and the
+    # last at 0.1x).
+    lr_decay: str = "step"
+    # Where the gradient penalty goes: "joint" (added to the critic's loss, one Adam step, as in
+    # WGAN-GP) or "separate" (the authors' code: a second Adam step on the penalty alone, taken
+    # with the critic just updated).
+    penalty_step: str = "joint"
+    # The generator's initial InstanceNorm scales: "ones" (each norm starts as a plain
+    # normalisation) or "uniform", U(0, 1), PyTorch's default before 0.4, which the authors' code kept.
+    norm_init: str = "ones"
     max_steps: int | None = None  # stop early after this many critic steps (smoke runs, budgets)
     # Exponential moving average of the generator's weights, per generator step; 0 = off (the
     # paper). When on, model files carry the average, as ProGAN and StyleGAN ship G_ema: GAN weights
@@ -165,7 +197,7 @@ class Config:
             raise ConfigError("data.batch_size must be positive")
         if self.optim.critic_steps < 1:
             raise ConfigError("optim.critic_steps must be at least 1")
-        negative = [name for name, value in vars(self.loss).items() if value < 0]
+        negative = [name for name, value in vars(self.loss).items() if type(value) is float and value < 0]
         if negative:
             raise ConfigError(f"loss weights must be 0 or more: {', '.join(f'loss.{name}' for name in negative)}")
         if not 0.0 <= self.optim.ema_decay < 1.0:
@@ -174,6 +206,10 @@ class Config:
             raise ConfigError("optim.critic_warmup_steps must be 0 or more")
         if self.optim.epochs < 0 or self.optim.decay_epochs < 0 or self.optim.epochs + self.optim.decay_epochs < 1:
             raise ConfigError("optim.epochs + optim.decay_epochs must be at least 1")
+        _check_choice("loss.attention_smoothness", self.loss.attention_smoothness, SMOOTHNESS_FORMS)
+        _check_choice("optim.lr_decay", self.optim.lr_decay, LR_DECAYS)
+        _check_choice("optim.penalty_step", self.optim.penalty_step, PENALTY_STEPS)
+        _check_choice("optim.norm_init", self.optim.norm_init, NORM_INITS)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,6 +229,13 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's setting: 128 px, batch 25, 30 epochs (20 + 10 decay).
     "paper128": {},
+    # The paper's setting trained as the authors' code trains it (models/ganimation.py of
+    # albertpumarola/GANimation), where it differs from our defaults: see docs/training.md.
+    "official": {
+        "loss": {"lambda_cond": 4000.0, "au_loss_divided_by_batch": True, "attention_smoothness": "absolute",
+                 "clamp_targets": False, "reuse_critic_targets": True},
+        "optim": {"lr_decay": "epoch", "penalty_step": "separate", "norm_init": "uniform"},
+    },
     # A model that trains on a laptop CPU in hours: 64 px, half the channels, fewer blocks.
     "cpu64": {
         "model": {"image_size": 64, "generator_channels": 32, "generator_residual_blocks": 4,

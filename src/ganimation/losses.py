@@ -1,8 +1,14 @@
 """The losses of GANimation (Pumarola et al., ECCV 2018, Sec. 4.2), one function per equation.
 
+The file reads in the paper's order: eq. 1 (the WGAN-GP adversarial loss), eq. 2 (the attention
+loss), eq. 3 (the AU regression loss) and eq. 4 (the cycle, which the paper calls the identity
+loss). Where the authors' code computes a term differently, the function says so, and the other
+form is one option away (``--preset official``, docs/training.md). The losses the paper does not
+have come last, in a section of their own (docs/extras.md); all are off by default.
+
 All are pure functions of tensors; the weights (lambdas) come from :class:`~ganimation.config.LossConfig`
 and are applied by the training step, except the attention loss whose two terms are weighted
-inside eq. 2 itself. Where the paper and the authors' code differ, the docstring says which we follow.
+inside eq. 2 itself.
 """
 
 from __future__ import annotations
@@ -13,17 +19,24 @@ import torch
 from torch import Tensor
 
 
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """bfloat16 or float16 (under autocast) -> float32; float32 and float64 stay as they are."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+# ---------------------------------------------------------------------- the paper's losses
+
 def critic_wasserstein_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """Eq. 1 without its penalty, as the critic minimises it: ``E[D_I(G(I))] - E[D_I(I)]``.
 
     Scores are PatchGAN maps (B, 1, h, w); each image's realness is the mean over its patches.
     """
-    return fake_scores.mean() - real_scores.mean()
+    return at_least_float32(fake_scores).mean() - at_least_float32(real_scores).mean()
 
 
 def generator_adversarial_loss(fake_scores: Tensor) -> Tensor:
     """The generator's side of eq. 1: maximise ``E[D_I(G(I))]``, i.e. minimise its negative."""
-    return -fake_scores.mean()
+    return -at_least_float32(fake_scores).mean()
 
 
 def gradient_penalty(critic_realness: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
@@ -39,46 +52,74 @@ def gradient_penalty(critic_realness: Callable[[Tensor], Tensor], real: Tensor, 
         alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     alpha = alpha.to(device=real.device, dtype=real.dtype)
     interpolates = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)
-    scores = critic_realness(interpolates)
+    scores = at_least_float32(critic_realness(interpolates))
     (gradients,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
     norms = gradients.flatten(1).norm(2, dim=1)  # (B,)
     return ((norms - 1.0) ** 2).mean()
 
 
-def au_regression_loss(predicted_aus: Tensor, target_aus: Tensor) -> Tensor:
-    """One term of eq. 3: ``||D_y(I) - y||_2^2``, as the mean over batch and AUs.
-
-    The paper writes a squared L2 norm per image; the reference code takes ``MSELoss / batch``
-    with weight 4000. We keep the plain mean and fold the constant into ``lambda_cond``
-    (160 = 4000 / 25 at the paper's batch size), so the weight no longer depends on the batch.
-    """
-    return torch.mean((predicted_aus.float() - target_aus.float()) ** 2)
-
-
 def total_variation(attention: Tensor) -> Tensor:
     """Squared-difference total variation of eq. 2, summed over pixels, averaged over the batch.
 
-    ``sum_ij (A[i+1,j] - A[i,j])^2 + (A[i,j+1] - A[i,j])^2``. The reference code sums absolute
-    differences over the whole batch instead; we follow the paper's equation.
+    ``sum_ij (A[i+1,j] - A[i,j])^2 + (A[i,j+1] - A[i,j])^2``, the paper's equation. The authors'
+    code sums absolute differences over the whole batch instead (:func:`absolute_smoothness`).
     """
     vertical = (attention[:, :, 1:, :] - attention[:, :, :-1, :]) ** 2
     horizontal = (attention[:, :, :, 1:] - attention[:, :, :, :-1]) ** 2
     return (vertical.flatten(1).sum(1) + horizontal.flatten(1).sum(1)).mean()
 
 
-def attention_loss(attention: Tensor, lambda_tv: float, lambda_attention: float) -> Tensor:
-    """Eq. 2: ``lambda_TV * TV(A) + lambda_A * E[A]``.
+def absolute_smoothness(attention: Tensor) -> Tensor:
+    """Eq. 2's smoothness term as the authors' code computes it: ``sum |A[i+1,j] - A[i,j]| +
+    |A[i,j+1] - A[i,j]|`` over every pixel of the whole batch (summed, not averaged, over images).
 
-    The second term keeps the mask from saturating at 1 (copying the input everywhere). The
-    paper writes ``||A||_2``; like the reference code we penalise the mean of ``A`` (A >= 0, so
-    this is its L1 norm per pixel), which pulls every pixel alike and does not vanish near 0.
+    At batch 25 it is about 100x :func:`total_variation` on the same masks: absolute differences
+    below 1 exceed their squares, and the batch is summed. ``loss.attention_smoothness="absolute"``.
     """
-    return lambda_tv * total_variation(attention.float()) + lambda_attention * attention.float().mean()
+    vertical = (attention[:, :, 1:, :] - attention[:, :, :-1, :]).abs()
+    horizontal = (attention[:, :, :, 1:] - attention[:, :, :, :-1]).abs()
+    return vertical.sum() + horizontal.sum()
+
+
+def attention_loss(attention: Tensor, lambda_tv: float, lambda_attention: float,
+                   smoothness: str = "squared") -> Tensor:
+    """Eq. 2, weighted: ``lambda_TV * TV(A) + lambda_A * E[A]``.
+
+    ``lambda_tv`` is the paper's ``lambda_A * lambda_TV`` (0.1 x 1e-4) and ``lambda_attention`` its
+    ``lambda_A``. The second term keeps the mask from saturating at 1 (copying the input
+    everywhere). The paper writes ``||A||_2``; like the authors' code we penalise the mean of ``A``
+    (A >= 0, so this is its L1 norm per pixel), which pulls every pixel alike and does not vanish
+    near 0. ``smoothness`` is ``"squared"`` (:func:`total_variation`, the paper's) or
+    ``"absolute"`` (:func:`absolute_smoothness`, the authors' code's).
+    """
+    if smoothness not in ("squared", "absolute"):
+        raise ValueError(f"smoothness must be 'squared' or 'absolute', got {smoothness!r}")
+    smooth = total_variation if smoothness == "squared" else absolute_smoothness
+    attention = at_least_float32(attention)
+    return lambda_tv * smooth(attention) + lambda_attention * attention.mean()
+
+
+def au_regression_loss(predicted_aus: Tensor, target_aus: Tensor, batch_size: int | None = None) -> Tensor:
+    """One term of eq. 3: ``||D_y(I) - y||_2^2``, as the mean over batch and AUs.
+
+    The paper writes a squared L2 norm per image; the authors' code divides ``MSELoss`` (this
+    mean) once more by the batch size, given here as ``batch_size``, and weighs it by 4000. By
+    default we keep the plain mean and fold the constant into ``lambda_cond`` (160 = 4000 / 25 at
+    the paper's batch size), so the weight no longer depends on the batch.
+    """
+    loss = torch.mean((at_least_float32(predicted_aus) - at_least_float32(target_aus)) ** 2)
+    return loss if batch_size is None else loss / batch_size
 
 
 def identity_loss(reconstruction: Tensor, image: Tensor) -> Tensor:
     """Eq. 4, the cycle loss: ``|| G(G(I_yo | y_f) | y_o) - I_yo ||_1``, as a mean over pixels."""
-    return torch.mean(torch.abs(reconstruction.float() - image.float()))
+    return torch.mean(torch.abs(at_least_float32(reconstruction) - at_least_float32(image)))
+
+
+# ---------------------------------------------------------------------- not the paper's: extra losses
+# Each is weighted by its own loss.lambda_* (0 by default, i.e. the paper's objective) and
+# documented with its reasons in docs/extras.md. The paired ones need each image's partner: the
+# same identity at other AUs, pixel-aligned, which synthetic renders have and the paper's data has not.
 
 
 def same_expression_loss(output: Tensor, image: Tensor) -> Tensor:
@@ -111,7 +152,7 @@ def paired_changed_loss(output: Tensor, image: Tensor, truth: Tensor, tolerance:
     the AU costs almost nothing; here the brow is the whole of that image's term. Weighted by
     ``lambda_paired_changed`` (0 by default, i.e. the paper's objective).
     """
-    error = (output.float() - truth.float()).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    error = (at_least_float32(output) - at_least_float32(truth)).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
     return _mean_per_image(error, _changed_pixels(image, truth, tolerance)).mean()
 
 
@@ -169,19 +210,19 @@ def paired_attention_loss(attention: Tensor, image: Tensor, truth: Tensor, toler
     default, i.e. the paper's objective).
     """
     unchanged = 1.0 - _changed_pixels(image, truth, tolerance)  # (B, 1, H, W)
-    return torch.mean((1.0 - attention.float()) * unchanged)
+    return torch.mean((1.0 - at_least_float32(attention)) * unchanged)
 
 
 def _changed_pixels(image: Tensor, truth: Tensor, tolerance: float) -> Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) float mask: 1 where any channel of ``truth`` differs from ``image``
     by more than ``tolerance``, the pixels the true edit changes."""
-    return ((truth.float() - image.float()).abs().amax(dim=1, keepdim=True) > tolerance).float()
+    return ((at_least_float32(truth) - at_least_float32(image)).abs().amax(dim=1, keepdim=True) > tolerance).float()
 
 
 def _squared_error(output: Tensor, truth: Tensor) -> Tensor:
     """(B, 3, H, W) in [-1, 1] -> (B, 1, H, W) squared error in [0, 1], averaged over channels:
     halving the range quarters it."""
-    return (output.float() - truth.float()).pow(2).mean(dim=1, keepdim=True) / 4.0
+    return (at_least_float32(output) - at_least_float32(truth)).pow(2).mean(dim=1, keepdim=True) / 4.0
 
 
 def _mean_per_image(values: Tensor, mask: Tensor) -> Tensor:

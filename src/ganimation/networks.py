@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ganimation.config import ModelConfig
+from ganimation.config import NORM_INITS, ModelConfig
 
 
 class GeneratorOutput(NamedTuple):
@@ -130,7 +130,7 @@ class Generator(nn.Module):
         # about 0.998 to exactly 1, where its gradient A (1 - A) is exactly 0 and the colour mask's
         # is (1 - A) = 0, so a pixel the attention mask keeps could never learn to change.
         with torch.autocast(device_type=features.device.type, enabled=False):
-            features = features.float()
+            features = features.to(torch.promote_types(features.dtype, torch.float32))
             colour = self.colour_head(features)  # (B, 3, H, W)
             if not self.config.use_attention:
                 # Ablation: the generator renders the whole image (StarGAN-style); A = 0 everywhere.
@@ -183,23 +183,30 @@ class Discriminator(nn.Module):
         return DiscriminatorOutput(realness, aus)
 
 
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """N(0, 0.02) for convolutions, as the reference code; norms start at identity."""
+def init_weights(module: nn.Module, std: float = 0.02, norm_init: str = "ones") -> None:
+    """N(0, 0.02) for convolutions, as the reference code; norm scales 1 (``norm_init="ones"``) or
+    U(0, 1) (``"uniform"``, the authors' code, which left PyTorch 0.3's default), norm shifts 0."""
+    if norm_init not in NORM_INITS:
+        raise ValueError(f"norm_init must be one of {', '.join(NORM_INITS)}; got {norm_init!r}")
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(layer.weight, 0.0, std)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
         elif isinstance(layer, nn.InstanceNorm2d) and layer.affine:
-            nn.init.ones_(layer.weight)
+            if norm_init == "uniform":
+                nn.init.uniform_(layer.weight, 0.0, 1.0)
+            else:
+                nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)
 
 
-def build_networks(config: ModelConfig, *, initialise: bool = True) -> tuple[Generator, Discriminator]:
+def build_networks(config: ModelConfig, *, initialise: bool = True, norm_init: str = "ones"
+                   ) -> tuple[Generator, Discriminator]:
     config.validate()
     generator, discriminator = Generator(config), Discriminator(config)
     if initialise:
-        init_weights(generator)
+        init_weights(generator, norm_init=norm_init)
         init_weights(discriminator)
     return generator, discriminator
 

@@ -66,7 +66,7 @@ class GANimationTrainer:
         self.config = config
         self.device = device
         if generator is None or discriminator is None:
-            generator, discriminator = build_networks(config.model)
+            generator, discriminator = build_networks(config.model, norm_init=config.optim.norm_init)
         self.generator: nn.Module = generator.to(device)
         self.discriminator: nn.Module = discriminator.to(device)
         # AUs of every training sample: targets y_f are drawn from them (paper Sec. 5).
@@ -91,14 +91,23 @@ class GANimationTrainer:
         decay_length = max(1, self.total_steps - decay_start)
 
         def linear_decay(step: int) -> float:
-            # Full rate for `epochs`, then linearly to zero over `decay_epochs` (per step, not per epoch).
+            # Full rate for `epochs`, then linearly to zero over `decay_epochs`, per step.
             return 1.0 if step < decay_start else max(0.0, 1.0 - (step - decay_start) / decay_length)
+
+        def epoch_decay(step: int) -> float:
+            # The authors' code: lr -= lr_0 / decay_epochs after each epoch past `epochs`, so the
+            # first decay epoch still runs at the full rate and the last at 1 / decay_epochs of it.
+            epochs_past = step // self.steps_per_epoch - optim.epochs
+            return 1.0 if epochs_past <= 0 else max(0.0, 1.0 - epochs_past / optim.decay_epochs)
+
+        schedule = epoch_decay if optim.lr_decay == "epoch" else linear_decay
 
         # The generator steps once per `critic_steps` batches but its schedule follows the batch count,
         # so PyTorch's "scheduler stepped before optimizer" warning is a false alarm here.
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
-        self.generator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.generator_optimizer, linear_decay)
-        self.discriminator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.discriminator_optimizer, linear_decay)
+        self.generator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.generator_optimizer, schedule)
+        self.discriminator_scheduler = torch.optim.lr_scheduler.LambdaLR(self.discriminator_optimizer, schedule)
+        self._critic_targets: Tensor | None = None  # the last critic step's y_f (loss.reuse_critic_targets)
         self.progress = Progress()
         # PyTorch's own weight averaging: a separate copy of G whose weights follow the trained ones
         # by w_avg <- decay * w_avg + (1 - decay) * w after every generator step. It starts from
@@ -123,11 +132,13 @@ class GANimationTrainer:
         return values[self.rank::self.world_size].to(self.device)
 
     def sample_targets(self, batch: int) -> Tensor:
-        """y_f: another random training sample's AUs plus U(-noise, noise) per AU, kept in [0, 1]."""
+        """y_f: another random training sample's AUs plus U(-noise, noise) per AU, kept in [0, 1]
+        (unless ``loss.clamp_targets`` is off, as in the authors' code)."""
         indices = torch.randint(len(self.target_pool), (batch * self.world_size,), generator=self.rng)
         indices = indices[self.rank::self.world_size].to(self.device)
         noise = (self._rand(batch, self.target_pool.shape[1]) * 2.0 - 1.0) * self.config.loss.target_noise
-        return (self.target_pool[indices] + noise).clamp(0.0, 1.0)
+        targets = self.target_pool[indices] + noise
+        return targets.clamp(0.0, 1.0) if self.config.loss.clamp_targets else targets
 
     def random_flip(self, images: Tensor) -> Tensor:
         if not self.config.data.flip:
@@ -140,27 +151,52 @@ class GANimationTrainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # ------------------------------------------------------------------ loss phases
+    def _au_loss(self, predicted: Tensor, target: Tensor) -> Tensor:
+        """Eq. 3's term, divided once more by the global batch with ``loss.au_loss_divided_by_batch``."""
+        batch = predicted.shape[0] * self.world_size if self.config.loss.au_loss_divided_by_batch else None
+        return losses.au_regression_loss(predicted, target, batch_size=batch)
+
     def critic_step(self, images: Tensor, aus: Tensor) -> dict[str, float]:
-        """Critic: eq. 1 (with gradient penalty) plus the real-image half of eq. 3."""
+        """Critic: eq. 1 (with gradient penalty) plus the real-image half of eq. 3.
+
+        With ``optim.penalty_step="separate"`` (the authors' code) the penalty is not part of this
+        step's loss: a second Adam step follows on the penalty alone, taken with the critic this
+        step updated, and gradients are zeroed, not freed, before it, so weights the penalty does
+        not reach (the AU head) still move by Adam's momentum, as under PyTorch 0.3.
+        """
         weights = self.config.loss
-        targets = self.sample_targets(images.shape[0])
+        separate = self.config.optim.penalty_step == "separate"
+        targets = self._critic_targets = self.sample_targets(images.shape[0])
         with torch.no_grad(), self._autocast():
             fakes = self.generator(images, targets).image
+
+        def penalty_loss() -> Tensor:
+            return losses.gradient_penalty(lambda x: self.discriminator(x).realness, images, fakes,
+                                           alpha=self._rand(images.shape[0], 1, 1, 1))
+
         with self._autocast():
             both = self.discriminator(torch.cat([images, fakes.to(images.dtype)]))  # one pass over 2B images
-            real_scores, fake_scores = both.realness.float().chunk(2)
-            real_aus = both.aus.float()[: images.shape[0]]
+            real_scores, fake_scores = both.realness.chunk(2)
+            real_aus = both.aus[: images.shape[0]]
             wasserstein = losses.critic_wasserstein_loss(real_scores, fake_scores)
-            penalty = losses.gradient_penalty(lambda x: self.discriminator(x).realness.float(), images, fakes.float(),
-                                              alpha=self._rand(images.shape[0], 1, 1, 1))
-            condition = losses.au_regression_loss(real_aus, aus)
-            total = wasserstein + weights.lambda_gp * penalty + weights.lambda_cond * condition
+            condition = self._au_loss(real_aus, aus)
+            total = wasserstein + weights.lambda_cond * condition
+            if not separate:
+                penalty = penalty_loss()
+                total = total + weights.lambda_gp * penalty
         self.discriminator_optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.discriminator_optimizer.step()
+        if separate:
+            with self._autocast():
+                penalty = penalty_loss()
+            self.discriminator_optimizer.zero_grad(set_to_none=False)
+            (weights.lambda_gp * penalty).backward()
+            self.discriminator_optimizer.step()
+            total = total + weights.lambda_gp * penalty
         return {"d/total": total.item(), "d/wasserstein": wasserstein.item(), "d/gradient_penalty": penalty.item(),
-                "d/au_real": condition.item(), "d/real_score": real_scores.mean().item(),
-                "d/fake_score": fake_scores.mean().item()}
+                "d/au_real": condition.item(), "d/real_score": real_scores.float().mean().item(),
+                "d/fake_score": fake_scores.float().mean().item()}
 
     def generator_step(self, images: Tensor, aus: Tensor, partner: tuple[Tensor, Tensor] | None = None
                        ) -> dict[str, float]:
@@ -173,20 +209,25 @@ class GANimationTrainer:
         """
         weights = self.config.loss
         use_pairs = partner is not None and weights.uses_pairs
-        targets = partner[1] if use_pairs else self.sample_targets(images.shape[0])
+        if use_pairs:
+            targets = partner[1]
+        elif weights.reuse_critic_targets and self._critic_targets is not None:
+            targets = self._critic_targets
+        else:
+            targets = self.sample_targets(images.shape[0])
         self.discriminator.requires_grad_(False)
         try:
             with self._autocast():
                 edited = self.generator(images, targets)
                 reconstructed = self.generator(edited.image, aus)
                 critic = self.discriminator(edited.image)
-                adversarial = losses.generator_adversarial_loss(critic.realness.float())
-                expression = losses.au_regression_loss(critic.aus.float(), targets)
+                adversarial = losses.generator_adversarial_loss(critic.realness)
+                expression = self._au_loss(critic.aus, targets)
                 attention = torch.zeros((), device=self.device)
                 if self.config.model.use_attention:
-                    attention = (losses.attention_loss(edited.attention, weights.lambda_tv, weights.lambda_attention)
-                                 + losses.attention_loss(reconstructed.attention, weights.lambda_tv,
-                                                         weights.lambda_attention))
+                    attention = sum(losses.attention_loss(mask, weights.lambda_tv, weights.lambda_attention,
+                                                          weights.attention_smoothness)
+                                    for mask in (edited.attention, reconstructed.attention))
                 cycle = losses.identity_loss(reconstructed.image, images)
                 same = torch.zeros((), device=self.device)
                 if weights.lambda_same_expression > 0:
@@ -597,7 +638,10 @@ def wrap_distributed(trainer: GANimationTrainer, device: torch.device) -> None:
     device_ids = [device.index] if device.type == "cuda" else None
     trainer.generator = DistributedDataParallel(trainer.generator, device_ids=device_ids,
                                                 find_unused_parameters=not trainer.config.model.use_attention)
-    trainer.discriminator = DistributedDataParallel(trainer.discriminator, device_ids=device_ids)
+    # The separate penalty step (optim.penalty_step) reaches no AU-head weight.
+    trainer.discriminator = DistributedDataParallel(
+        trainer.discriminator, device_ids=device_ids,
+        find_unused_parameters=trainer.config.optim.penalty_step == "separate")
 
 
 def steps_per_second(trainer: GANimationTrainer, images: Tensor, aus: Tensor, iterations: int) -> float:
