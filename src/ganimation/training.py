@@ -161,8 +161,7 @@ class GANimationTrainer:
 
         With ``optim.penalty_step="separate"`` (the authors' code) the penalty is not part of this
         step's loss: a second Adam step follows on the penalty alone, taken with the critic this
-        step updated, and gradients are zeroed, not freed, before it, so weights the penalty does
-        not reach (the AU head) still move by Adam's momentum, as under PyTorch 0.3.
+        step updated.
         """
         weights = self.config.loss
         separate = self.config.optim.penalty_step == "separate"
@@ -170,9 +169,15 @@ class GANimationTrainer:
         with torch.no_grad(), self._autocast():
             fakes = self.generator(images, targets).image
 
+        au_outputs: list[Tensor] = []
+
+        def realness(interpolates: Tensor) -> Tensor:
+            outputs = self.discriminator(interpolates)
+            au_outputs.append(outputs.aus)
+            return outputs.realness
+
         def penalty_loss() -> Tensor:
-            return losses.gradient_penalty(lambda x: self.discriminator(x).realness, images, fakes,
-                                           alpha=self._rand(images.shape[0], 1, 1, 1))
+            return losses.gradient_penalty(realness, images, fakes, alpha=self._rand(images.shape[0], 1, 1, 1))
 
         with self._autocast():
             both = self.discriminator(torch.cat([images, fakes.to(images.dtype)]))  # one pass over 2B images
@@ -190,8 +195,12 @@ class GANimationTrainer:
         if separate:
             with self._autocast():
                 penalty = penalty_loss()
-            self.discriminator_optimizer.zero_grad(set_to_none=False)
-            (weights.lambda_gp * penalty).backward()
+                # The penalty does not reach the AU head, whose gradient is then 0, not missing:
+                # under PyTorch 0.3 zero_grad left zeros, so the authors' Adam still moved the head
+                # by its momentum here. (DDP, too, needs every output of a forward in the loss.)
+                unused = 0.0 * au_outputs[-1].sum()
+            self.discriminator_optimizer.zero_grad(set_to_none=True)
+            (weights.lambda_gp * penalty + unused).backward()
             self.discriminator_optimizer.step()
             total = total + weights.lambda_gp * penalty
         return {"d/total": total.item(), "d/wasserstein": wasserstein.item(), "d/gradient_penalty": penalty.item(),
@@ -638,10 +647,7 @@ def wrap_distributed(trainer: GANimationTrainer, device: torch.device) -> None:
     device_ids = [device.index] if device.type == "cuda" else None
     trainer.generator = DistributedDataParallel(trainer.generator, device_ids=device_ids,
                                                 find_unused_parameters=not trainer.config.model.use_attention)
-    # The separate penalty step (optim.penalty_step) reaches no AU-head weight.
-    trainer.discriminator = DistributedDataParallel(
-        trainer.discriminator, device_ids=device_ids,
-        find_unused_parameters=trainer.config.optim.penalty_step == "separate")
+    trainer.discriminator = DistributedDataParallel(trainer.discriminator, device_ids=device_ids)
 
 
 def steps_per_second(trainer: GANimationTrainer, images: Tensor, aus: Tensor, iterations: int) -> float:
