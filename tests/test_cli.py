@@ -259,3 +259,45 @@ def test_debug_shows_traceback(tmp_path: Path, face: Path) -> None:
 
     with pytest.raises(AUError):
         cli.main(["--debug", "animate", str(face), "--crop", "--au", "AU13=0.5", "-o", str(tmp_path / "o.png")])
+
+
+def _subcommands() -> dict[str, "argparse.ArgumentParser"]:
+    import argparse
+
+    parser = cli.build_parser()
+    (subparsers,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(subparsers.choices)
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    import argparse
+
+    commands = _subcommands()
+    assert {"animate", "train", "synth", "aus", "reenact", "demo"} <= set(commands)
+    missing = []
+    for name, parser in [("ganimation", cli.build_parser()), *commands.items()]:
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if not (action.help or "").strip() or action.help == argparse.SUPPRESS:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == [], f"options without help text: {', '.join(missing)}"
+
+
+def test_animate_examples_need_nothing_a_new_user_lacks() -> None:
+    epilog = _subcommands()["animate"].epilog
+    assert "ganimation animate photo.jpg" in epilog and "runs/" not in epilog and "--checkpoint RUN" in epilog
+
+
+@pytest.mark.parametrize(("option", "name", "needle"), [
+    ("-o", "edit.xyz", "unknown output type .xyz: give an image"),
+    ("-o", "edit", "unknown output type (no suffix)"),
+    ("-o", "edit.webm", "cannot write a video as .webm"),
+    ("--gif", "edit.png", "a GIF's name ends in .gif"),
+    ("--mp4", "edit.gif", "a video's name ends in .mp4"),
+])
+def test_animate_refuses_an_output_it_cannot_write(tmp_path: Path, face: Path, capsys: pytest.CaptureFixture[str],
+                                                   option: str, name: str, needle: str) -> None:
+    code, _, err = run(capsys, "animate", str(face), "--expression", "happy", option, str(tmp_path / name))
+    assert_one_line_error(code, err, needle)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["face.png"]

@@ -71,6 +71,15 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jpg", "x.png"]
 
 
+def test_save_image_refuses_a_suffix_that_names_no_image_format(tmp_path: Path) -> None:
+    pixels = np.zeros((4, 4, 3), dtype=np.uint8)
+    for name in ("edit.xyz", "edit"):
+        with pytest.raises(ValueError, match="cannot write an image as"):
+            save_image(tmp_path / name, pixels)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even PNG bytes under the wrong name
+    assert save_image(tmp_path / "edit.WEBP", pixels).is_file()
+
+
 def test_exif_orientation(tmp_path: Path) -> None:
     stored = np.zeros((10, 20, 3), dtype=np.uint8)  # 20 wide, 10 high as stored
     stored[0, 0] = (255, 0, 0)  # red in the stored top-left corner

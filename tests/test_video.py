@@ -88,6 +88,14 @@ def test_suffixes() -> None:
     assert is_animation("c.gif") and is_animation("a.mp4") and not is_animation("d.jpg")
 
 
+@pytest.mark.parametrize("name", ["clip.xyz", "clip.webm", "clip"])
+def test_write_video_refuses_what_it_cannot_write(tmp_path: Path, sample: np.ndarray, name: str) -> None:
+    # ffmpeg would leave an empty file (.xyz) or a WebM without frames (H.264 does not go in WebM).
+    with pytest.raises(ValueError, match="cannot write a video as .*use .mp4 or .gif"):
+        write_video(tmp_path / name, panning(sample, 2))
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # animate VIDEO
 # ---------------------------------------------------------------------------------------------

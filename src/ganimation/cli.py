@@ -18,6 +18,7 @@ logger = logging.getLogger("ganimation")
 EXAMPLES = """\
 examples:
   ganimation demo                                        # bundled model, sample faces -> out/
+  ganimation animate photo.jpg --expression happy -o happy.jpg   # the bundled model on your photo
   ganimation synth data/synth --identities 200 --per-identity 20 --size 128
   ganimation annotate photos/ clip.mp4 -o data/mine      # aligned crops + AU labels, no OpenFace
   ganimation prepare data/synth                          # validate a dataset before training
@@ -26,9 +27,19 @@ examples:
   ganimation train --data data/mine --preset cpu64 -o runs/tuned --init bundled   # fine-tune a model
   torchrun --nproc_per_node 4 -m ganimation train --data data/synth -o runs/ddp   # data-parallel
   ganimation convert net_epoch_30_id_G.pth -o model.safetensors   # import the authors' weights
-  ganimation animate face.png --checkpoint runs/exp1 --au AU12=0.8 --au AU06=0.6 -o smile.png
-  ganimation animate face.png --checkpoint runs/exp1 --expression happy --frames 24 --gif smile.gif --masks
+  ganimation animate photo.jpg --checkpoint runs/exp1 --expression happy -o happy.jpg   # with the model trained above
   ganimation web --checkpoint runs/exp1                  # web app on http://127.0.0.1:7860
+"""
+
+ANIMATE_EXAMPLES = """\
+examples (the bundled model; --checkpoint RUN uses your own):
+  ganimation animate photo.jpg --expression happy -o happy.jpg
+  ganimation animate photo.jpg --expression happy --intensity 0.5 -o smile.png --masks   # halfway, with masks
+  ganimation animate photo.jpg --au AU12=0.8 --au AU06=0.6 --gif smile.gif    # from the face as it is to the AUs
+  ganimation animate photo.jpg --face all --expression surprise -o surprised.mp4
+  ganimation animate photo.jpg --timeline keyframes.json -o clip.mp4          # docs/animate.md: the JSON
+  ganimation animate video.mp4 --expression happy -o happy.mp4                # every frame, at its frame rate
+  ganimation animate crop.png --crop --au AU12=1 -o smile.png                 # an aligned face crop
 """
 
 
@@ -167,11 +178,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
 def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("synth", help="render a synthetic face dataset with ground-truth AUs")
     parser.add_argument("output", help="dataset folder to write")
-    parser.add_argument("--identities", type=int, default=100)
-    parser.add_argument("--per-identity", type=int, default=20)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--identities", type=int, default=100, help="how many different faces (default 100)")
+    parser.add_argument("--per-identity", type=int, default=20,
+                        help="images of each face, at different expressions (default 20)")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128, the paper's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed: the same seed and options give the same data set (default 0)")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="share of the identities held out as the test split, test_ids.csv (default 0.2)")
     parser.add_argument("--variations", type=float, default=0.0,
                         help="chance that an image is a small change of an earlier one of the same identity, "
                              "as neighbouring video frames are (default 0: independent expressions)")
@@ -196,7 +210,7 @@ def _run_synth(args: argparse.Namespace) -> int:
 def _add_animate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "animate", help="edit the expression of a face towards target AUs",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ANIMATE_EXAMPLES)
     parser.add_argument("image", help="face image (an aligned crop with --crop, else a photo)")
     parser.add_argument("--checkpoint", help="model file, checkpoint or run folder (default: bundled model)")
     parser.add_argument("--au", action="append", default=[], metavar="AU=VALUE",
@@ -207,17 +221,24 @@ def _add_animate(subparsers: argparse._SubParsersAction) -> None:
                         help="how far towards --expression, 0..1 (default 1): on a photo, 0 keeps each face's own "
                              "expression and 1 is the full expression; on a --crop, the expression scaled from neutral")
     parser.add_argument("--source-au", action="append", default=[], metavar="AU=VALUE",
-                        help="AUs of the input face, where the interpolation starts (default zeros)")
-    parser.add_argument("-o", "--output", help="edited image (PNG/JPEG)")
-    parser.add_argument("--frames", type=int, default=0, help="frames of the interpolation for --gif/--mp4")
-    parser.add_argument("--gif", help="write the interpolation as an animated GIF")
-    parser.add_argument("--mp4", help="write the interpolation as an MP4 video")
-    parser.add_argument("--fps", type=float, default=12.0)
+                        help="where the interpolation (--gif, --mp4, a video -o) starts, e.g. AU12=0.2 "
+                             "(repeatable; AUs not given are 0). Default: each face's own AUs, read from the "
+                             "photo; zeros with --crop")
+    parser.add_argument("-o", "--output",
+                        help="output file, by its suffix: an edited image (.png, .jpg, .webp, ...) or the "
+                             "interpolation as a video (.mp4, .gif); a video input or --timeline needs a video")
+    parser.add_argument("--frames", type=int, default=0,
+                        help="frames of the interpolation for --gif, --mp4 or a video -o (default 24)")
+    parser.add_argument("--gif", metavar="OUT.gif", help="also write the interpolation as an animated GIF")
+    parser.add_argument("--mp4", metavar="OUT.mp4", help="also write the interpolation as an MP4 video")
+    parser.add_argument("--fps", type=float, default=12.0,
+                        help="frame rate of the interpolation (default 12); a --timeline and a video input "
+                             "keep their own")
     parser.add_argument("--masks", action="store_true", help="also save the attention and colour masks")
     parser.add_argument("--timeline", help="JSON keyframes (time -> AUs or expression) rendered to -o VIDEO")
     parser.add_argument("--crop", action="store_true", help="the input is already an aligned face crop: no detection")
     _add_face_options(parser)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu or cuda")
     parser.set_defaults(handler=_run_animate)
 
 
@@ -227,7 +248,8 @@ def _add_face_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-no-face", action="store_true",
                         help="when no face is found, write the input unchanged to the output (re-encoded if the "
                              "output's format differs, a still clip for a video output) instead of failing")
-    parser.add_argument("--min-face", type=float, default=48, help="refuse faces narrower than this (pixels)")
+    parser.add_argument("--min-face", type=float, default=48,
+                        help="faces narrower than this many pixels are skipped (--face all) or refused (default 48)")
     parser.add_argument("--blend", choices=("residual", "replace"), default="residual",
                         help="how an edited face goes back into the photo: residual (default) adds only the "
                              "model's change, so a model smaller than the face does not blur it; replace pastes "
@@ -248,6 +270,23 @@ def _suffixed(path: Path, suffix: str) -> Path:
     return path.with_name(f"{path.stem}_{suffix}{path.suffix}")
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before any work, an output whose suffix names nothing animate writes."""
+    from ganimation.files import writable_image_format
+    from ganimation.video import check_video_output, is_animation, is_video
+
+    if args.output and not is_animation(args.output) and writable_image_format(args.output) is None:
+        raise ValueError(f"{args.output}: unknown output type {Path(args.output).suffix or '(no suffix)'}: give an "
+                         f"image (.png, .jpg, .webp, ...) or a video (.mp4, .gif)")
+    if args.gif and Path(args.gif).suffix.lower() != ".gif":
+        raise ValueError(f"--gif {args.gif}: a GIF's name ends in .gif")
+    if args.mp4 and not is_video(args.mp4):
+        raise ValueError(f"--mp4 {args.mp4}: a video's name ends in .mp4 (or .mov, .mkv, .avi, .m4v)")
+    for path in (args.output, args.mp4):
+        if path and is_animation(path):
+            check_video_output(path)
+
+
 def _run_animate(args: argparse.Namespace) -> int:
     from ganimation.aus import aus_from_mapping, parse_au_assignments
     from ganimation.files import load_image, save_image
@@ -255,6 +294,7 @@ def _run_animate(args: argparse.Namespace) -> int:
 
     if not (args.output or args.gif or args.mp4):
         raise ValueError("nothing to write: give -o OUT.png, --gif OUT.gif or --mp4 OUT.mp4")
+    _check_outputs(args)
     if (args.gif or args.mp4) and args.frames < 2:
         args.frames = 24
     from ganimation.video import is_video
@@ -435,7 +475,7 @@ def _animate_video(args: argparse.Namespace) -> int:
 
 def _add_aus(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("aus", help="read the 17 AU intensities of each face in an image")
-    parser.add_argument("image")
+    parser.add_argument("image", help="photo (or aligned face crop with --crop)")
     parser.add_argument("--reader", choices=("landmarks", "critic"), default="landmarks",
                         help="landmarks (default): the face landmark model's blendshapes mapped to AUs; "
                              "critic: the model's D_y head (knows only faces like its training data)")
@@ -444,8 +484,9 @@ def _add_aus(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--crop", action="store_true", help="the input is already an aligned face crop")
     parser.add_argument("--face", default="all", help="which faces: all (default), largest, or an index")
-    parser.add_argument("--min-face", type=float, default=48)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--min-face", type=float, default=48,
+                        help="skip faces narrower than this many pixels (default 48)")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu or cuda")
     parser.set_defaults(handler=_run_aus)
 
 
@@ -602,7 +643,8 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="animate sample faces and a sample photo with the bundled model")
     parser.add_argument("-o", "--output", default="out", help="folder for the results (default out/)")
     parser.add_argument("--checkpoint", help="use this model instead of the bundled one")
-    parser.add_argument("--faces", type=int, default=3)
+    parser.add_argument("--faces", type=int, default=3,
+                        help="unseen synthetic faces in the GIF, MP4 and grid (default 3)")
     parser.add_argument("--frames", type=int, default=16, help="frames per transition")
     parser.set_defaults(handler=_run_demo)
 
@@ -633,7 +675,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
                         help="evaluate on the real photos in DIR instead (faces the model never saw): each is "
                              "edited to the basic emotions and to its own AUs, and the edits are read again with "
                              "the AU reader (response, leakage, zero-edit PSNR, change outside, time)")
-    parser.add_argument("-o", "--output", default="out/evaluation")
+    parser.add_argument("-o", "--output", default="out/evaluation",
+                        help="folder for evaluation.json, the table and the grid (default out/evaluation)")
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -698,7 +741,7 @@ def _add_web(subparsers: argparse._SubParsersAction) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest photo accepted (default 20 MB)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu or cuda")
     parser.set_defaults(handler=_run_web)
 
 

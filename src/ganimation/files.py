@@ -106,12 +106,23 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 
+def writable_image_format(path: str | os.PathLike[str]) -> str | None:
+    """Pillow's format for writing an image to ``path``, chosen by its suffix (``.png`` -> PNG);
+    None when the suffix names no kind of image Pillow writes."""
+    image_format = Image.registered_extensions().get(Path(path).suffix.lower())
+    return image_format if image_format in Image.SAVE else None
+
+
 def save_image(path: str | os.PathLike[str], image: np.ndarray | Image.Image) -> Path:
-    """Save an RGB/L ``uint8`` array or Pillow image atomically; the format follows the suffix."""
+    """Save an RGB/L ``uint8`` array or Pillow image atomically; the format follows the suffix,
+    and a suffix that names no image format is refused (ValueError) before anything is written."""
     target = Path(path)
+    image_format = writable_image_format(target)
+    if image_format is None:
+        raise ValueError(f"{target}: cannot write an image as {target.suffix or 'a file without a suffix'}: "
+                         f"use .png, .jpg, .webp, .bmp or .tif")
     picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     with atomic_output(target) as temp:
-        image_format = Image.registered_extensions().get(target.suffix.lower(), "PNG")
         # Edited photos deserve better than Pillow's default JPEG quality of 75.
         options = {"quality": 95} if image_format in ("JPEG", "WEBP") else {}
         picture.save(temp, format=image_format, **options)

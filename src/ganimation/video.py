@@ -16,6 +16,8 @@ from ganimation.files import atomic_output
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+# What write_video writes: H.264 in these containers (WebM cannot hold H.264), or a GIF.
+WRITABLE_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".gif")
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
@@ -61,13 +63,14 @@ def _gif_frames(frames: Sequence[np.ndarray]) -> list:
 
 def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float = 12.0,
                 loop: bool = True) -> Path:
-    """Write uint8 RGB frames as a GIF (by suffix) or an H.264 MP4 (anything else), atomically.
+    """Write uint8 RGB frames as a GIF or as H.264 video (.mp4, .mov, .mkv, .avi, .m4v), atomically.
 
     Frames are streamed to the MP4 encoder, so a long video is never held in memory. MP4 sides
     are padded to even numbers (yuv420p needs them). GIF stores frame times in 1/100 s; Pillow
     merges consecutive identical frames into one longer frame (the playing time is the same).
     """
     target = Path(path)
+    check_video_output(target)
     if not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"{target}: frame rate must be positive, got {fps}")
     stream = _checked(frames, target)
@@ -98,6 +101,14 @@ def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps:
                 writer.close()
     logger.debug("wrote %d frames to %s", count, target)
     return target
+
+
+def check_video_output(path: str | os.PathLike[str]) -> None:
+    """Refuse (ValueError) a video output whose suffix :func:`write_video` cannot write, before any work."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in WRITABLE_SUFFIXES:
+        raise ValueError(f"{path}: cannot write a video as {suffix or 'a file without a suffix'}: use .mp4 or .gif "
+                         f"(or {', '.join(s for s in WRITABLE_SUFFIXES if s not in ('.mp4', '.gif'))})")
 
 
 def read_video(path: str | os.PathLike[str]) -> tuple[Iterator[np.ndarray], float, int | None]:
