@@ -55,6 +55,38 @@ def test_gif_frames_and_timing(tmp_path: Path, sample: np.ndarray) -> None:
     assert video_info(path)["frames"] == 6
 
 
+def decoded_gif(path: Path) -> np.ndarray:
+    with Image.open(path) as picture:
+        frames = []
+        for index in range(picture.n_frames):
+            picture.seek(index)
+            frames.append(np.asarray(picture.convert("RGB")))
+    return np.stack(frames)
+
+
+def test_gif_still_pixels_do_not_shimmer(tmp_path: Path, sample: np.ndarray) -> None:
+    """Frames of a photo (fine detail for the dither), a flat purple band, and two boxes whose
+    colours change from frame to frame, as edited faces do: every pixel outside the boxes is the
+    same in all frames of the decoded GIF, and close to the input."""
+    still = np.concatenate([sample[:200, :300], np.full((40, 300, 3), (128, 40, 160), np.uint8)])
+    frames = []
+    for index in range(10):
+        frame = still.copy()
+        for y, x in ((40, 30), (60, 180)):
+            box = frame[y:y + 70, x:x + 70].astype(int)
+            frame[y:y + 70, x:x + 70] = np.clip(box + 9 * index - 40, 0, 255).astype(np.uint8)
+        frames.append(frame)
+    decoded = decoded_gif(write_video(tmp_path / "faces.gif", frames, fps=10))
+    assert decoded.shape == (10, *still.shape)
+    unchanged = (np.stack(frames) == still).all(axis=(0, 3))  # (H, W): pixels no frame changes
+    assert unchanged.sum() > 0.8 * unchanged.size
+    assert (decoded[:, unchanged] == decoded[0, unchanged]).all(), "still pixels differ between frames"
+    error = np.abs(decoded[0].astype(int) - still.astype(int))
+    assert error[unchanged].mean() < 6  # one 256-colour palette for the photo, dithered
+    band = decoded[:, 200:].reshape(-1, 3).astype(float)
+    assert np.abs(band.mean(axis=0) - (128, 40, 160)).max() < 3  # purple stays purple
+
+
 def test_write_video_errors_leave_nothing_behind(tmp_path: Path, sample: np.ndarray) -> None:
     target = tmp_path / "clip.mp4"
     target.write_bytes(b"existing")

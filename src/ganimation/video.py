@@ -44,21 +44,33 @@ def _checked(frames: Iterable[np.ndarray], target: Path) -> Iterator[np.ndarray]
         yield array
 
 
-def _gif_frames(frames: Sequence[np.ndarray]) -> list:
-    """Palette images sharing one palette (from the first, middle and last frames).
+def _gif_frames(frames: Sequence[np.ndarray], palette_frames: int = 8) -> list:
+    """Palette images sharing one palette, in which a pixel that does not change keeps its colour.
 
-    One palette for the whole clip keeps still parts of the picture from shimmering between
-    frames (per-frame palettes dither them differently), and quantising against a fixed palette
-    is many times faster than choosing a palette per frame.
+    One palette for the whole clip (from up to ``palette_frames`` frames spread over it), and
+    each frame dithered against it. Dithering spreads each pixel's rounding error to its
+    neighbours, so a still pixel beside a changing one would be dithered differently from frame
+    to frame and shimmer; so a pixel equal to its value in the frame before keeps that frame's
+    palette index, and only what changes is dithered anew. A background that never changes is
+    then the same in every frame.
     """
     from PIL import Image
 
-    picks = [frames[0], frames[len(frames) // 2], frames[-1]] if len(frames) > 2 else list(frames)
-    montage = Image.fromarray(np.concatenate(picks, axis=0))
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), palette_frames)).round().astype(int))
+    montage = Image.fromarray(np.concatenate([frames[index] for index in picks], axis=0))
     montage.thumbnail((512, 512 * len(picks)))
     palette = montage.quantize(256, method=Image.Quantize.MEDIANCUT)
-    return [Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
-            for frame in frames]
+    pictures, previous, previous_indices = [], None, None
+    for frame in frames:
+        picture = Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+        indices = np.asarray(picture)  # (H, W) palette indices
+        if previous is not None:
+            unchanged = (frame == previous).all(axis=2)
+            indices = np.where(unchanged, previous_indices, indices)
+            picture.frombytes(np.ascontiguousarray(indices, dtype=np.uint8).tobytes())
+        pictures.append(picture)
+        previous, previous_indices = frame, indices
+    return pictures
 
 
 def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float = 12.0,
