@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ganimation.faces import HaarFaceDetector
+from ganimation.faces import LandmarkFaceDetector
 from ganimation.openface import write_au_csv
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -40,16 +40,16 @@ def environment(**extra: str) -> dict[str, str]:
 
 
 class CachedDetector:
-    """The real Haar detector, remembering its answer for every image it has seen (it is the
-    slowest step of the photo tests, and they show it the same few images again and again)."""
+    """The real default detector (the landmark model), remembering its answer for every image it
+    has seen (the photo tests show it the same few images again and again)."""
 
     cache: dict[tuple, list] = {}
-    inner: HaarFaceDetector | None = None
+    inner: LandmarkFaceDetector | None = None
 
     def detect(self, rgb: np.ndarray) -> list:
         key = (rgb.shape, hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest())
         if key not in self.cache:
             if CachedDetector.inner is None:
-                CachedDetector.inner = HaarFaceDetector()
+                CachedDetector.inner = LandmarkFaceDetector()
             self.cache[key] = CachedDetector.inner.detect(rgb)
         return list(self.cache[key])

@@ -268,16 +268,23 @@ def test_aus_json(tmp_path: Path, model: Path, sample: np.ndarray, capsys: pytes
     assert faces[0]["box"] == pytest.approx([177, 66, 272, 161], abs=20)
     assert list(faces[0]["aus"]) == list(AU_NAMES)
     assert all(0.0 <= value <= 1.0 for value in faces[0]["aus"].values())
+    assert faces[0]["aus"]["AU12"] > 0.6  # read from the landmarks: the astronaut smiles
     crop = tmp_path / "crop.png"
     Image.fromarray(sample[40:200, 140:300]).save(crop)
-    code, stdout, _ = run(capsys, "aus", crop, "--crop", "--json", "--checkpoint", model, "--device", "cpu")
+    code, stdout, _ = run(capsys, "aus", crop, "--crop", "--json", "--reader", "critic", "--checkpoint", model,
+                          "--device", "cpu")
     assert code == 0 and json.loads(stdout)[0]["box"] == [0, 0, 160, 160]
+    code, stdout, _ = run(capsys, "aus", crop, "--crop", "--json", "--checkpoint", model, "--device", "cpu")
+    read = json.loads(stdout)[0]
+    assert code == 0 and read["aus"]["AU12"] > 0.6 and read["box"][2] <= 160
 
 
-def test_aus_needs_a_critic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_aus_from_the_critic_needs_a_critic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plain = tiny_model(tmp_path / "plain.safetensors", critic=False)
-    code, _, err = run(capsys, "aus", SAMPLE, "--checkpoint", plain, "--device", "cpu")
+    code, _, err = run(capsys, "aus", SAMPLE, "--checkpoint", plain, "--device", "cpu", "--reader", "critic")
     assert code == 2 and "no critic" in one_line(err)
+    code, stdout, _ = run(capsys, "aus", SAMPLE, "--checkpoint", plain, "--device", "cpu")
+    assert code == 0 and "AU12" in stdout  # the landmark reader needs no critic
 
 
 # ---------------------------------------------------------------------------------------------

@@ -202,12 +202,28 @@ def test_estimate_and_render_edit_only_the_face(model, sample_state) -> None:
     assert web.mask_for_display(attention).shape == (256, 256, 3)
 
 
-def test_model_without_critic_starts_neutral(tmp_path: Path, sample_state) -> None:
+def test_sliders_start_from_the_face_read_by_its_landmarks(tmp_path: Path, sample_state) -> None:
+    from ganimation.aureader import read_aus
+    from ganimation.aus import AU_NAMES
     from ganimation.inference import GANimation
 
     generator_only = GANimation.load(write_tiny_model(tmp_path / "g.safetensors", critic=False), device="cpu")
     assert not web.can_estimate(generator_only)
-    assert not web.estimate(generator_only, sample_state, web.default_face(sample_state)).any()
+    index = web.default_face(sample_state)
+    aus = web.estimate(generator_only, sample_state, index)
+    assert np.array_equal(aus, read_aus(sample_state.faces[index].mesh))
+    assert aus[AU_NAMES.index("AU12")] > 0.5  # the sample astronaut smiles
+
+
+def test_model_without_critic_starts_neutral_without_landmarks(tmp_path: Path, sample_state) -> None:
+    import dataclasses
+
+    from ganimation.inference import GANimation
+
+    generator_only = GANimation.load(write_tiny_model(tmp_path / "g.safetensors", critic=False), device="cpu")
+    bare = dataclasses.replace(sample_state, faces=[dataclasses.replace(face, mesh=None) for face in sample_state.faces],
+                               _aligned={})
+    assert not web.estimate(generator_only, bare, web.default_face(bare)).any()
 
 
 def test_render_interpolation_and_save(model, sample_state, tmp_path: Path) -> None:

@@ -254,6 +254,8 @@ def annotate(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike
     tasks = _tasks(photos, videos, every, done, counts)
     workers = workers or _usable_cores()
     with open(journal_path, "a", encoding="utf-8") as journal:
+        if journal.tell() and not _ends_with_newline(journal_path):
+            journal.write("\n")  # close a line an interruption cut short, so the next record stands alone
         results: Iterable[dict[str, Any]]
         if workers == 1:
             _init_worker(size, min_face, str(images))
@@ -292,6 +294,12 @@ def write_labels(root: Path, records: dict[str, dict[str, Any]]) -> int:
                              {"identity": record["identity"], "source": key}))
     write_au_csv(root / CSV_NAME, rows)
     return len(rows)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as stream:
+        stream.seek(-1, os.SEEK_END)
+        return stream.read(1) == b"\n"
 
 
 def _usable_cores() -> int:

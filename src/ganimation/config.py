@@ -114,6 +114,11 @@ class LossConfig:
     # The generator step edits towards the targets its batch's critic step drew (the authors' code:
     # one target per sample and batch) instead of drawing new ones.
     reuse_critic_targets: bool = False
+    # Not in the paper, 0 = off: the chance that a target y_f is drawn AU-balanced instead of from a
+    # uniformly random training sample: an AU picked uniformly, then a random sample in which that AU
+    # is active (intensity >= 0.3 of 1). Real photo collections are mostly neutral or smiling, so
+    # plain sampling rarely asks for a jaw drop or a frown; this asks for every AU the data shows.
+    target_balance: float = 0.0
 
     @property
     def uses_pairs(self) -> bool:
@@ -200,6 +205,8 @@ class Config:
         negative = [name for name, value in vars(self.loss).items() if type(value) is float and value < 0]
         if negative:
             raise ConfigError(f"loss weights must be 0 or more: {', '.join(f'loss.{name}' for name in negative)}")
+        if not 0.0 <= self.loss.target_balance <= 1.0:
+            raise ConfigError("loss.target_balance must be in [0, 1] (a probability; 0 = the paper's sampling)")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise ConfigError("optim.ema_decay must be in [0, 1) (0 = no weight average)")
         if self.optim.critic_warmup_steps < 0:

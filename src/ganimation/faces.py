@@ -3,8 +3,10 @@
 GANimation edits a small square face crop (128 x 128 by default) with the eyes level and the face
 at a fixed scale. Users have whole photos, so this module
 
-1. detects faces (:class:`HaarFaceDetector`, behind the small :class:`FaceDetector` protocol),
-2. aligns each one with a similarity transform to the crop convention (:func:`align_face`),
+1. detects faces (:class:`LandmarkFaceDetector`, MediaPipe's Face Landmarker, behind the small
+   :class:`FaceDetector` protocol),
+2. aligns each one with a similarity transform of its eyes and mouth to the crop convention
+   (:func:`align_face`),
 3. lets a callback edit the crop (:func:`edit_photo`), and
 4. warps the edit back and blends it in with a feathered mask (:func:`paste_back`) so that
    every pixel outside the mask is bit-for-bit the original and no seam shows.
@@ -62,11 +64,6 @@ DEFAULT_FEATHER = 0.05
 #: only see an upscaled blur and the result would look worse than the input.
 MIN_FACE_SIZE = 48
 
-#: Where a frontal Haar box puts the eyes when the eye detector finds none: fractions of the box
-#: (measured on OpenCV's frontal-face cascades, whose boxes run from brow to mouth).
-_ESTIMATED_EYE_X = (0.27, 0.73)
-_ESTIMATED_EYE_Y = 0.38
-
 Which = int | Literal["largest", "all"]
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
@@ -106,15 +103,14 @@ def _in_source(source: str | Path | None) -> str:
 class Face:
     """A detected face in photo pixel coordinates.
 
-    ``left_eye`` is the eye on the image's left (the person's right eye). ``eyes_estimated`` is
-    true when the eye positions come from fixed box proportions rather than an eye detector.
+    ``left_eye`` is the eye on the image's left (the person's right eye); eyes and mouth are the
+    midpoints of their corners.
     """
 
     box: Box
     left_eye: Point
     right_eye: Point
     score: float = 1.0
-    eyes_estimated: bool = False
     #: Mouth centre (midpoint of the mouth corners); when known, alignment fits eyes and mouth.
     mouth: Point | None = None
     #: The landmark model's reading of this face (478 landmarks, blendshapes), when it found it.
@@ -183,217 +179,6 @@ def box_iou(a: Box, b: Box) -> float:
     area_b = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
     union = area_a + area_b - inter
     return inter / union if union > 0 else 0.0
-
-
-def _overlap_of_smaller(a: Box, b: Box) -> float:
-    """Intersection over the smaller box's area: catches a small box nested in a big one."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return ix * iy / smaller if smaller > 0 else 0.0
-
-
-def non_max_suppression(
-    boxes: Sequence[Box], scores: Sequence[float], iou_threshold: float = 0.3, nested_threshold: float = 0.6
-) -> list[int]:
-    """Indices of the boxes kept, best score first; a box overlapping a better one is dropped.
-
-    Two cascades (and several scales of one) report the same face with slightly different boxes,
-    and a face part can fire inside a face; both kinds of duplicate are removed.
-    """
-    order = sorted(range(len(boxes)), key=lambda i: -scores[i])
-    kept: list[int] = []
-    for index in order:
-        if all(
-            box_iou(boxes[index], boxes[other]) <= iou_threshold
-            and _overlap_of_smaller(boxes[index], boxes[other]) <= nested_threshold
-            for other in kept
-        ):
-            kept.append(index)
-    return kept
-
-
-def estimated_eyes(box: Box) -> tuple[Point, Point]:
-    """Eye centres guessed from a frontal face box with fixed proportions."""
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    y = y0 + _ESTIMATED_EYE_Y * h
-    return (x0 + _ESTIMATED_EYE_X[0] * w, y), (x0 + _ESTIMATED_EYE_X[1] * w, y)
-
-
-class HaarFaceDetector:
-    """Frontal face detector on OpenCV's bundled Haar cascades, with Haar eye localisation.
-
-    Chosen because the cascades ship inside the ``opencv-python-headless`` wheel: nothing to
-    download, no extra dependency, works with NumPy 2 (see docs/faces.md). Frontal faces up to
-    about 15 degrees of roll and 30 degrees of yaw are found; profiles are not.
-
-    A single Haar cascade fires on textures (coins, craters) now and then, so a face is accepted
-    only when both frontal cascades agree on it (each with at least ``min_support`` neighbouring
-    hits) and the total hit count reaches ``min_score``, or ``min_score_without_eyes`` when the
-    eye cascades find no plausible pair of eyes in it. The score is that total hit count.
-
-    Large photos are searched on a copy whose longer side is ``max_side`` (faces in them are big,
-    and the cascade's cost grows with the pixel count); small photos are upscaled towards
-    ``min_side`` so that a tiny face is still found, and then reported as too small rather than
-    as missing. Faces narrower than ``min_window`` pixels at detection scale are not searched
-    for (in a 4000 px photo searched at 1024 px that is about 94 px). Eyes are searched at a
-    fixed face resolution cut from the full-size photo.
-    """
-
-    FACE_CASCADES: tuple[str, str] = ("haarcascade_frontalface_alt2.xml", "haarcascade_frontalface_default.xml")
-    EYE_CASCADES: tuple[str, ...] = ("haarcascade_eye.xml", "haarcascade_eye_tree_eyeglasses.xml")
-    #: Face width (pixels) at which eyes are searched.
-    EYE_SEARCH_FACE_WIDTH = 200
-
-    def __init__(
-        self,
-        *,
-        max_side: int = 1024,
-        min_side: int = 480,
-        max_upscale: float = 8.0,
-        scale_factor: float = 1.1,
-        min_support: int = 3,
-        min_score: float = 12.0,
-        min_score_without_eyes: float = 30.0,
-        min_window: int = 24,
-        nms_iou: float = 0.3,
-        cascade_dir: str | Path | None = None,
-    ) -> None:
-        self.max_side = int(max_side)
-        self.min_side = int(min_side)
-        self.max_upscale = float(max_upscale)
-        self.scale_factor = float(scale_factor)
-        self.min_support = int(min_support)
-        self.min_score = float(min_score)
-        self.min_score_without_eyes = float(min_score_without_eyes)
-        self.min_window = int(min_window)
-        self.nms_iou = float(nms_iou)
-        folder = Path(cascade_dir) if cascade_dir is not None else Path(cv2.data.haarcascades)
-        self._faces = [self._load(folder / name) for name in self.FACE_CASCADES]
-        self._eyes = [self._load(folder / name) for name in self.EYE_CASCADES]
-
-    @staticmethod
-    def _load(path: Path) -> cv2.CascadeClassifier:
-        classifier = cv2.CascadeClassifier(str(path))
-        if classifier.empty():
-            raise RuntimeError(f"cannot load the OpenCV cascade {path}; is opencv-python-headless installed intact?")
-        return classifier
-
-    def detection_scale(self, shape: tuple[int, ...]) -> float:
-        """Factor from photo to the copy the face cascades run on."""
-        longest = max(shape[0], shape[1])
-        if longest > self.max_side:
-            return self.max_side / longest
-        if longest < self.min_side:
-            return min(self.max_upscale, self.min_side / longest)
-        return 1.0
-
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        image = _check_rgb(rgb)
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        factor = self.detection_scale(gray.shape)
-        small = gray
-        if factor != 1.0:
-            size = (max(1, round(gray.shape[1] * factor)), max(1, round(gray.shape[0] * factor)))
-            small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
-        hits = self._face_hits(cv2.equalizeHist(small))
-        faces = []
-        for box, supports in self._candidates(hits):
-            if min(supports) < self.min_support or sum(supports) < self.min_score:
-                continue
-            box = (box[0] / factor, box[1] / factor, box[2] / factor, box[3] / factor)
-            eyes = self._find_eyes(gray, box)
-            if eyes is None and sum(supports) < self.min_score_without_eyes:
-                logger.debug("rejecting face candidate %s: support %s and no eyes", box, supports)
-                continue
-            left, right = eyes if eyes is not None else estimated_eyes(box)
-            faces.append(Face(box, left, right, float(sum(supports)), eyes_estimated=eyes is None))
-        faces.sort(key=lambda face: face.box[0])
-        logger.debug("Haar detector: %d face(s) at detection scale %.3f", len(faces), factor)
-        return faces
-
-    def _face_hits(self, gray: np.ndarray) -> list[list[tuple[Box, float]]]:
-        """Per face cascade, its grouped hits as ``(box, neighbour count)``."""
-        min_size = self.min_window
-        per_cascade = []
-        for classifier in self._faces:
-            found, counts = classifier.detectMultiScale2(
-                gray, scaleFactor=self.scale_factor, minNeighbors=1, minSize=(min_size, min_size)
-            )
-            per_cascade.append([
-                ((float(x), float(y), float(x + w), float(y + h)), float(count))
-                for (x, y, w, h), count in zip(np.asarray(found).reshape(-1, 4), np.asarray(counts).reshape(-1))
-            ])
-        return per_cascade
-
-    def _candidates(self, hits: list[list[tuple[Box, float]]]) -> list[tuple[Box, tuple[float, ...]]]:
-        """Distinct face boxes (NMS over all cascades) with each cascade's support for them."""
-        flat = [hit for cascade in hits for hit in cascade]
-        boxes = [box for box, _ in flat]
-        kept = non_max_suppression(boxes, [count for _, count in flat], self.nms_iou)
-        candidates = []
-        for index in kept:
-            box = boxes[index]
-            supports = tuple(
-                max((count for other, count in cascade if box_iou(box, other) >= 0.4), default=0.0) for cascade in hits
-            )
-            candidates.append((box, supports))
-        return candidates
-
-    def _find_eyes(self, gray: np.ndarray, box: Box) -> tuple[Point, Point] | None:
-        """Eye centres from the eye cascades in the face's upper half, or ``None`` if unsure."""
-        x0, y0, x1, y1 = box
-        width = x1 - x0
-        top, bottom = y0 + 0.15 * (y1 - y0), y0 + 0.6 * (y1 - y0)
-        ix0, iy0 = max(0, math.floor(x0)), max(0, math.floor(top))
-        ix1, iy1 = min(gray.shape[1], math.ceil(x1)), min(gray.shape[0], math.ceil(bottom))
-        if ix1 - ix0 < 8 or iy1 - iy0 < 4:
-            return None
-        zoom = self.EYE_SEARCH_FACE_WIDTH / width
-        region = gray[iy0:iy1, ix0:ix1]
-        size = (max(1, round(region.shape[1] * zoom)), max(1, round(region.shape[0] * zoom)))
-        region = cv2.equalizeHist(
-            cv2.resize(region, size, interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_CUBIC)
-        )
-        zoom_x, zoom_y = size[0] / (ix1 - ix0), size[1] / (iy1 - iy0)
-        min_eye = round(0.12 * self.EYE_SEARCH_FACE_WIDTH)
-        max_eye = round(0.40 * self.EYE_SEARCH_FACE_WIDTH)
-        for classifier in self._eyes:
-            found, counts = classifier.detectMultiScale2(
-                region, scaleFactor=1.1, minNeighbors=3, minSize=(min_eye, min_eye), maxSize=(max_eye, max_eye)
-            )
-            candidates = [
-                ((float(ix0 + (x + w / 2) / zoom_x), float(iy0 + (y + h / 2) / zoom_y)), float(count))
-                for (x, y, w, h), count in zip(np.asarray(found).reshape(-1, 4), np.asarray(counts).reshape(-1))
-            ]
-            eyes = self._pick_eye_pair(candidates, box)
-            if eyes is not None:
-                return eyes
-        return None
-
-    @staticmethod
-    def _pick_eye_pair(candidates: list[tuple[Point, float]], box: Box) -> tuple[Point, Point] | None:
-        """The best plausible pair: one eye per box half, sensible distance, roughly level."""
-        x0, _, x1, _ = box
-        width = x1 - x0
-        middle = (x0 + x1) / 2.0
-        lefts = [c for c in candidates if c[0][0] < middle]
-        rights = [c for c in candidates if c[0][0] >= middle]
-        best: tuple[float, Point, Point] | None = None
-        for left, left_score in lefts:
-            for right, right_score in rights:
-                distance = right[0] - left[0]
-                if not 0.25 * width <= distance <= 0.7 * width:
-                    continue
-                if abs(right[1] - left[1]) > 0.5 * distance:
-                    continue
-                # Eyes sit symmetric about the box centre in a frontal face.
-                asymmetry = abs((left[0] + right[0]) / 2.0 - middle) / width
-                score = left_score + right_score - 20.0 * asymmetry * (left_score + right_score)
-                if best is None or score > best[0]:
-                    best = (score, left, right)
-        return None if best is None else (best[1], best[2])
 
 
 class LandmarkFaceDetector:
@@ -1046,7 +831,6 @@ class FaceTracker:
             left_eye=(mx - dx, my - dy),
             right_eye=(mx + dx, my + dy),
             score=face.score,
-            eyes_estimated=face.eyes_estimated,
             mouth=mouth,
             mesh=face.mesh,
         )

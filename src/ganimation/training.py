@@ -58,6 +58,23 @@ class Progress:
     generator_steps: int = 0
 
 
+#: An AU counts as active in a sample, for AU-balanced targets, from this intensity (of 1).
+ACTIVE_AU = 0.3
+
+
+def balanced_target_table(pool: Tensor) -> tuple[Tensor, Tensor] | None:
+    """For AU-balanced target sampling: ``table[a, :counts[a]]`` lists the samples in which the
+    a-th AU that is active anywhere is active (rows padded with their first entry), or None when no
+    AU is active in any sample."""
+    active = pool.cpu() >= ACTIVE_AU
+    rows = [torch.nonzero(active[:, au]).flatten() for au in range(pool.shape[1]) if active[:, au].any()]
+    if not rows:
+        return None
+    width = max(len(row) for row in rows)
+    table = torch.stack([torch.cat([row, row[:1].expand(width - len(row))]) for row in rows])
+    return table, torch.tensor([len(row) for row in rows])
+
+
 class GANimationTrainer:
     """Both networks, their optimisers and schedulers, and the two loss phases."""
 
@@ -71,6 +88,7 @@ class GANimationTrainer:
         self.discriminator: nn.Module = discriminator.to(device)
         # AUs of every training sample: targets y_f are drawn from them (paper Sec. 5).
         self.target_pool = target_pool.to(device=device, dtype=torch.float32)
+        self._balanced_pool = balanced_target_table(self.target_pool)
         self.rng = torch.Generator(device="cpu").manual_seed(config.run.seed)
         # Under torchrun every rank draws the random numbers of the whole *global* batch from this
         # same stream and keeps the rows of its own samples (rank::world_size, the interleaving of
@@ -133,8 +151,17 @@ class GANimationTrainer:
 
     def sample_targets(self, batch: int) -> Tensor:
         """y_f: another random training sample's AUs plus U(-noise, noise) per AU, kept in [0, 1]
-        (unless ``loss.clamp_targets`` is off, as in the authors' code)."""
+        (unless ``loss.clamp_targets`` is off, as in the authors' code). With
+        ``loss.target_balance`` the sample is, that often, one in which a uniformly chosen AU is
+        active (not the paper's)."""
         indices = torch.randint(len(self.target_pool), (batch * self.world_size,), generator=self.rng)
+        balance = self.config.loss.target_balance
+        if balance > 0 and self._balanced_pool is not None:
+            table, counts = self._balanced_pool
+            which_au = torch.randint(len(counts), (batch * self.world_size,), generator=self.rng)
+            position = (torch.rand(batch * self.world_size, generator=self.rng) * counts[which_au]).long()
+            balanced = torch.rand(batch * self.world_size, generator=self.rng) < balance
+            indices = torch.where(balanced, table[which_au, position], indices)
         indices = indices[self.rank::self.world_size].to(self.device)
         noise = (self._rand(batch, self.target_pool.shape[1]) * 2.0 - 1.0) * self.config.loss.target_noise
         targets = self.target_pool[indices] + noise
