@@ -256,6 +256,28 @@ def test_bad_type_in_file_names_the_key(tmp_path: Path) -> None:
     (["optim.lr_decay=batch"], "optim.lr_decay must be one of step, epoch"),
     (["optim.penalty_step=both"], "optim.penalty_step must be one of joint, separate"),
     (["optim.norm_init=zeros"], "optim.norm_init must be one of ones, uniform"),
+    # Values that used to pass and poison or crash a run later (issue 21).
+    (["loss.lambda_gp=nan"], "must be finite numbers: loss.lambda_gp=nan$"),
+    (["loss.lambda_cond=.inf", "optim.lr_generator=-inf"], "loss.lambda_cond=inf, optim.lr_generator=-inf$"),
+    (["optim.lr_generator=inf"], "finite numbers: optim.lr_generator=inf"),
+    (["optim.lr_discriminator=1e30"], "optim.lr_discriminator=1e\\+30 is out of range"),
+    (["optim.lr_generator=-0.001"], "optim.lr_generator=-0.001 is out of range"),
+    (["loss.lambda_idt=1e30"], "overflow float32 losses: loss.lambda_idt=1e\\+30"),
+    (["optim.beta2=1"], "optim.beta2 must be in \\[0, 1\\)"),
+    (["optim.max_steps=-1"], "optim.max_steps \\(--steps\\) must be at least 1; got -1"),
+    (["optim.max_steps=0"], "optim.max_steps \\(--steps\\) must be at least 1"),
+    (["run.log_every=0"], "run.log_every must be at least 1; got 0"),
+    (["run.sample_every=0"], "run.sample_every must be at least 1"),
+    (["run.checkpoint_every=0"], "run.checkpoint_every must be at least 1"),
+    (["run.num_samples=0"], "run.num_samples must be at least 1"),
+    (["run.keep_checkpoints=-1"], "run.keep_checkpoints must be 0"),
+    (["data.num_workers=-2"], "data.num_workers must be 0 or more"),
+    (["data.test_fraction=1.5"], "data.test_fraction must be within \\[0, 1\\]"),
+    (["model.image_size=0"], "model.image_size must be positive; got 0"),
+    (["model.image_size=-64"], "model.image_size must be positive"),
+    (["model.generator_residual_blocks=-1"], "model.generator_residual_blocks must be 0 or more"),
+    (["model.generator_channels=200000"], "model.generator_channels=200000 is absurd \\(at most 1024"),
+    (["model.discriminator_layers=1000000000"], "model.discriminator_layers=1000000000 is absurd"),
 ])
 def test_validation_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -281,3 +303,19 @@ def test_valid_small_sizes() -> None:
 def test_config_error_is_a_value_error() -> None:
     # The CLI turns ValueErrors into one-line messages; ConfigError must be one of them.
     assert issubclass(ConfigError, ValueError)
+
+
+def test_device_names_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from ganimation.config import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="run.device='gpu0' is not a device: use auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="^run.device=cuda: CUDA is not available on this machine"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="^--device=cuda:1: CUDA is not available"):
+        resolve_device("cuda:1", key="--device")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,14 @@ NORM_INITS = ("ones", "uniform")
 SMOOTHNESS_FORMS = ("squared", "absolute")
 PENALTY_STEPS = ("joint", "separate")
 LR_DECAYS = ("step", "epoch")
+#: Sizes far beyond any GANimation (the paper's are 128 px, 64 channels, 6 blocks, 6 layers): a
+#: model file claiming more would have the loader allocate terabytes.
+MODEL_LIMITS = {"image_size": 4096, "num_aus": 1024, "generator_channels": 1024, "generator_residual_blocks": 64,
+                "discriminator_channels": 1024, "discriminator_layers": 12}
+#: Adam moves each weight by about the learning rate per step: above this a run can only diverge.
+MAX_LEARNING_RATE = 1.0
+#: Loss weights above this turn float32 losses into overflow (the paper's largest is 160).
+MAX_LOSS_WEIGHT = 1e6
 
 
 class ConfigError(ValueError):
@@ -51,15 +60,21 @@ class ModelConfig:
     upsampling: str = "transposed"
 
     def validate(self) -> None:
+        for name in ("image_size", "num_aus", "generator_channels", "discriminator_channels", "discriminator_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be positive; got {getattr(self, name)}")
+        if self.generator_residual_blocks < 0:
+            raise ConfigError(f"model.generator_residual_blocks must be 0 or more; got {self.generator_residual_blocks}")
+        for name, limit in MODEL_LIMITS.items():
+            if getattr(self, name) > limit:
+                raise ConfigError(f"model.{name}={getattr(self, name)} is absurd (at most {limit}; the paper's is "
+                                  f"{getattr(ModelConfig, name)})")
         if self.image_size % (2 ** self.discriminator_layers):
             raise ConfigError(
                 f"model.image_size={self.image_size} must be divisible by 2**discriminator_layers="
                 f"{2 ** self.discriminator_layers}")
         if self.image_size % 4:
             raise ConfigError("model.image_size must be divisible by 4 (two stride-2 encoder convs)")
-        for name in ("num_aus", "generator_channels", "discriminator_channels", "discriminator_layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be positive")
         _check_choice("model.upsampling", self.upsampling, UPSAMPLING_MODES)
 
 
@@ -197,9 +212,19 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> Config:
+        """Refuse values that would crash or poison a run later, naming the key (one line each)."""
+        infinite = [f"{section}.{name}={value}" for section in ("model", "loss", "optim", "data", "run")
+                    for name, value in vars(getattr(self, section)).items()
+                    if isinstance(value, float) and not math.isfinite(value)]
+        if infinite:
+            raise ConfigError(f"config values must be finite numbers: {', '.join(infinite)}")
         self.model.validate()
         if self.data.batch_size < 1:
             raise ConfigError("data.batch_size must be positive")
+        if self.data.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be 0 or more; got {self.data.num_workers}")
+        if not 0.0 <= self.data.test_fraction <= 1.0:
+            raise ConfigError(f"data.test_fraction must be within [0, 1]; got {self.data.test_fraction}")
         if self.optim.critic_steps < 1:
             raise ConfigError("optim.critic_steps must be at least 1")
         negative = [name for name, value in vars(self.loss).items() if type(value) is float and value < 0]
@@ -207,6 +232,21 @@ class Config:
             raise ConfigError(f"loss weights must be 0 or more: {', '.join(f'loss.{name}' for name in negative)}")
         if not 0.0 <= self.loss.target_balance <= 1.0:
             raise ConfigError("loss.target_balance must be in [0, 1] (a probability; 0 = the paper's sampling)")
+        huge = [f"loss.{name}={value:g}" for name, value in vars(self.loss).items()
+                if type(value) is float and value > MAX_LOSS_WEIGHT]
+        if huge:
+            raise ConfigError(f"loss weights above {MAX_LOSS_WEIGHT:g} overflow float32 losses: {', '.join(huge)}")
+        for name in ("lr_generator", "lr_discriminator"):
+            value = getattr(self.optim, name)
+            if not 0.0 <= value <= MAX_LEARNING_RATE:
+                raise ConfigError(f"optim.{name}={value:g} is out of range: Adam moves every weight by about "
+                                  f"the learning rate per step, so it must be within [0, {MAX_LEARNING_RATE:g}] "
+                                  f"(the paper's is 1e-4)")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self.optim, name) < 1.0:
+                raise ConfigError(f"optim.{name} must be in [0, 1); got {getattr(self.optim, name)}")
+        if self.optim.max_steps is not None and self.optim.max_steps < 1:
+            raise ConfigError(f"optim.max_steps (--steps) must be at least 1; got {self.optim.max_steps}")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise ConfigError("optim.ema_decay must be in [0, 1) (0 = no weight average)")
         if self.optim.critic_warmup_steps < 0:
@@ -217,6 +257,13 @@ class Config:
         _check_choice("optim.lr_decay", self.optim.lr_decay, LR_DECAYS)
         _check_choice("optim.penalty_step", self.optim.penalty_step, PENALTY_STEPS)
         _check_choice("optim.norm_init", self.optim.norm_init, NORM_INITS)
+        for name in ("log_every", "sample_every", "checkpoint_every", "num_samples"):
+            if getattr(self.run, name) < 1:
+                raise ConfigError(f"run.{name} must be at least 1; got {getattr(self.run, name)}")
+        if self.run.keep_checkpoints < 0:
+            raise ConfigError(f"run.keep_checkpoints must be 0 (keep all) or more; got {self.run.keep_checkpoints}")
+        if not self.run.device.strip():
+            raise ConfigError("run.device may not be empty (auto, cpu, cuda or cuda:N)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,6 +306,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run": {"log_every": 1, "sample_every": 2, "checkpoint_every": 2, "num_samples": 2, "tensorboard": False},
     },
 }
+
+
+def resolve_device(name: str, key: str = "run.device") -> Any:
+    """The ``torch.device`` for "auto", "cpu", "cuda", "cuda:N" ...; a ConfigError naming ``key``
+    for a name torch does not know or a device this machine does not have."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{key}={name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}={name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                              f"use auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{key}={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}={name}: Apple's MPS is not available on this machine; use auto or cpu")
+    return device
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

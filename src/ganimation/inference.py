@@ -23,7 +23,7 @@ from ganimation.aus import NUM_AUS, AUError, check_au_vector
 from ganimation.checkpoint import (
     MODEL_FILE, CheckpointError, latest_checkpoint, load_into, read_model_file, split_prefix,
 )
-from ganimation.config import ModelConfig
+from ganimation.config import ModelConfig, resolve_device
 from ganimation.networks import Discriminator, Generator
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class GANimation:
         Files of the original GANimation code and of its 2018 replication are converted on the
         fly (see :mod:`ganimation.convert`).
         """
+        resolved = resolve_device(device, key="device")
         model_path = resolve_model_path(path)
         if model_path.suffix in (".pth", ".pt", ".pkl", ".tar"):
             from ganimation.convert import load_foreign_checkpoint
@@ -128,8 +129,6 @@ class GANimation:
         if critic_weights:
             discriminator = Discriminator(config)
             load_into(discriminator, critic_weights, source=str(model_path), name="discriminator")
-        resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                                else ("cpu" if device == "auto" else device))
         for module in (generator, discriminator):
             if module is not None:
                 module.float()
