@@ -274,9 +274,13 @@ def test_shape_mismatch(tmp_path: Path, networks: tuple[Generator, Discriminator
     # Weights of a 16-channel model under a file that claims the smoke (8-channel) config.
     wide = ModelConfig(**{**vars(SMOKE), "generator_channels": 16})
     path = save_model_file(tmp_path / "model.safetensors", Generator(wide), discriminator, SMOKE)
-    config, tensors, _ = read_model_file(path)
+    with pytest.raises(CheckpointError) as raised:  # found on reading, before any network is built
+        read_model_file(path)
+    message = str(raised.value)
+    assert str(path) in message and "weights do not fit the model config it carries" in message
+    assert "shape mismatch: generator.attention_head.0.weight (1, 16, 7, 7) vs (1, 8, 7, 7)" in message
     with pytest.raises(CheckpointError) as raised:
-        load_into(Generator(config), split_prefix(tensors, "generator"), source=str(path), name="generator")
+        load_into(Generator(SMOKE), Generator(wide).state_dict(), source=str(path), name="generator")
     message = str(raised.value)
     assert str(path) in message and "generator weights do not fit" in message
     assert "shape mismatch" in message and "encoder.0.0.weight (16, 20, 7, 7) vs (8, 20, 7, 7)" in message
@@ -402,3 +406,204 @@ def test_model_file_keeps_upsampling_mode(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="decoder"):
         load_into(Generator(build_config("smoke").model), split_prefix(tensors, "generator"),
                   source=str(path), name="generator")
+
+
+# --------------------------------------------------------------------------- hostile model files (issue 21)
+
+
+def tampered(tmp_path: Path, networks: tuple[Generator, Discriminator], *, config: dict[str, object] | None = None,
+             extra: object = None, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """A smoke model file with its metadata's model config or extra, or some tensors, replaced."""
+    path = save_model_file(tmp_path / "good.safetensors", *networks, SMOKE)
+    weights = {**load_file(path), **(tensors or {})}
+    metadata = {"format": "ganimation", "format_version": "1", "package_version": "0",
+                "model_config": json.dumps({**vars(SMOKE), **(config or {})})}
+    if extra is not None:
+        metadata["extra"] = json.dumps(extra)
+    target = tmp_path / "model.safetensors"
+    save_file(weights, str(target), metadata=metadata)
+    return target
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"generator_channels": 200000}, "invalid model config \\(model.generator_channels=200000 is absurd"),
+    ({"generator_channels": 16}, "weights do not fit the model config it carries \\(shape mismatch"),
+    ({"discriminator_channels": -8}, "invalid model config \\(model.discriminator_channels must be positive"),
+    ({"image_size": "32"}, "model config image_size='32' is not int"),
+    ({"use_attention": 1}, "model config use_attention=1 is not bool"),
+    ({"generator_residual_blocks": True}, "model config generator_residual_blocks=True is not int"),
+    ({"upsampling": "bogus"}, "invalid model config \\(model.upsampling must be one of transposed, resize"),
+])
+def test_model_file_metadata_is_checked_before_building(tmp_path: Path, networks: tuple[Generator, Discriminator],
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        config: dict[str, object], message: str) -> None:
+    """generator_channels=200000 in the metadata made the loader try to allocate 5 TB."""
+    import ganimation.networks as network_module
+
+    path = tampered(tmp_path, networks, config=config)
+    real_init = network_module.Generator.__init__
+
+    def only_on_meta(self: Generator, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)
+        assert all(parameter.is_meta for parameter in self.parameters()), "a real network was built"
+
+    monkeypatch.setattr(network_module.Generator, "__init__", only_on_meta)
+    with pytest.raises(CheckpointError, match=message):
+        read_model_file(path)
+
+
+@pytest.mark.parametrize(("extra", "message"), [([1, 2], "metadata 'extra' must be a mapping, not list"),
+                                                ("step 4", "metadata 'extra' must be a mapping, not str")])
+def test_model_file_extra_must_be_a_mapping(tmp_path: Path, networks: tuple[Generator, Discriminator],
+                                            extra: object, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        read_model_file(tampered(tmp_path, networks, extra=extra))
+
+
+def test_model_file_weights_are_checked(tmp_path: Path, networks: tuple[Generator, Discriminator]) -> None:
+    """NaN or int8 weights used to load silently (and animate returned black images)."""
+    key = "generator.colour_head.0.weight"
+    weight = load_file(save_model_file(tmp_path / "plain.safetensors", *networks, SMOKE))[key]
+    cases = [({key: torch.full_like(weight, float("nan"))}, f"{key} holds NaN or infinite values"),
+             ({key: weight.to(torch.int8)}, f"{key} holds torch.int8 values; model weights are floating point"),
+             ({key: weight[:, :1].contiguous()}, f"shape mismatch: {key} \\(3, 1, 7, 7\\) vs \\(3, 8, 7, 7\\)"),
+             ({"generator.spare.weight": weight}, "unexpected: generator.spare.weight")]
+    for tensors, message in cases:
+        with pytest.raises(CheckpointError, match=message):
+            read_model_file(tampered(tmp_path, networks, tensors=tensors))
+    # A file without its critic is fine (convert writes those); one without part of G is not.
+    generator_only = {name: value for name, value in load_file(tmp_path / "plain.safetensors").items()
+                      if name.startswith("generator.") and name != key}
+    save_file(generator_only, str(tmp_path / "partial.safetensors"),
+              metadata={"format": "ganimation", "model_config": json.dumps(vars(SMOKE))})
+    with pytest.raises(CheckpointError, match=f"missing: {key}$|missing: {key}\\)"):
+        read_model_file(tmp_path / "partial.safetensors")
+
+
+def test_animate_with_a_nan_model_is_one_line(tmp_path: Path, networks: tuple[Generator, Discriminator],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import write_face
+    from ganimation import cli
+
+    key = "generator.attention_head.0.weight"
+    weight = load_file(save_model_file(tmp_path / "plain.safetensors", *networks, SMOKE))[key]
+    path = tampered(tmp_path, networks, tensors={key: torch.full_like(weight, float("nan"))})
+    code = cli.main(["animate", str(write_face(tmp_path / "face.png")), "--crop", "--checkpoint", str(path),
+                     "--au", "AU12=1", "-o", str(tmp_path / "out.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "NaN or infinite" in err[0], err
+    assert not (tmp_path / "out.png").exists()
+
+
+# --------------------------------------------------------------------------- checkpoint edge cases (issue 21)
+
+
+def test_kill_between_the_renames_of_a_same_step_resave_resumes(tmp_path: Path, dataset_dir: Path) -> None:
+    """keep_checkpoints=1: a same-step re-save renames step_N to .step_N.old, then the new copy to
+    step_N. Killed in between, --resume used to restart from step 0 and wipe the metrics."""
+    run_dir = tmp_path / "run"
+    train(smoke_config(dataset_dir, tmp_path / "straight", 6, "run.keep_checkpoints=1"), show_progress=False)
+    train(smoke_config(dataset_dir, run_dir, 4, "run.keep_checkpoints=1"), show_progress=False)
+    folder = run_dir / "checkpoints"
+    # The state on disk after the first rename: the complete new copy not yet renamed, the old aside.
+    shutil.copytree(folder / "step_000000004", folder / ".step_000000004.k3x9.tmp")
+    (folder / "step_000000004").rename(folder / ".step_000000004.old")
+    assert checkpoint_dirs(run_dir) == []
+
+    train(smoke_config(dataset_dir, run_dir, 6, "run.keep_checkpoints=1"), resume=True, show_progress=False)
+    assert sorted(read_metrics(run_dir)) == [1, 2, 3, 4, 5, 6]  # resumed at 4, not restarted
+    assert read_metrics(run_dir) == read_metrics(tmp_path / "straight")
+    assert [path.name for path in folder.iterdir()] == ["step_000000006"]  # .old and .tmp tidied
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path: Path, dataset_dir: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    train(smoke_config(dataset_dir, tmp_path / "straight", 6), show_progress=False)
+    train(smoke_config(dataset_dir, run_dir, 4), show_progress=False)
+    damaged = run_dir / "checkpoints" / "step_000000004" / STATE_FILE
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    caplog.set_level("WARNING", logger="ganimation.training")
+    train(smoke_config(dataset_dir, run_dir, 6), resume=True, show_progress=False)
+    assert any("skipping a damaged checkpoint" in record.getMessage() and str(damaged) in record.getMessage()
+               for record in caplog.records)
+    # It continued exactly from step 2 (and re-saved step 4 over the damaged copy).
+    assert read_metrics(run_dir) == read_metrics(tmp_path / "straight")
+    assert load_file(run_dir / MODEL_FILE).keys() == load_file(tmp_path / "straight" / MODEL_FILE).keys()
+    assert all(torch.equal(value, load_file(tmp_path / "straight" / MODEL_FILE)[key])
+               for key, value in load_file(run_dir / MODEL_FILE).items())
+    assert load_training_state(run_dir / "checkpoints" / "step_000000004")["progress"]["step"] == 4
+
+
+def test_leftovers_and_half_pruned_folders_are_cleaned(tmp_path: Path,
+                                                       networks: tuple[Generator, Discriminator]) -> None:
+    generator, discriminator = networks
+    folder = tmp_path / "checkpoints"
+    kept = save_training_checkpoint(tmp_path, 4, generator, discriminator, SMOKE, _state(4), "", keep=2)
+    shutil.copytree(kept, folder / ".step_000000004.old")  # a re-save killed after its second rename
+    (folder / ".step_000000006.x1y2.tmp").mkdir()  # a save killed before its rename
+    (folder / ".step_000000001.pruned").mkdir()  # a prune killed mid-delete
+    half = folder / "step_000000002"  # an older version's prune killed mid-delete
+    half.mkdir()
+    (half / "config.yaml").write_text("", encoding="utf-8")
+    newer = folder / "step_000000009"  # newer than every complete one: not touched
+    newer.mkdir()
+    save_training_checkpoint(tmp_path, 5, generator, discriminator, SMOKE, _state(5), "", keep=2)
+    assert sorted(path.name for path in folder.iterdir()) == ["step_000000004", "step_000000005", "step_000000009"]
+
+
+def test_pruning_never_leaves_a_half_deleted_checkpoint(tmp_path: Path, networks: tuple[Generator, Discriminator],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganimation import checkpoint
+
+    generator, discriminator = networks
+    save_training_checkpoint(tmp_path, 1, generator, discriminator, SMOKE, _state(1), "", keep=1)
+
+    def killed(path: Path, ignore_errors: bool = False) -> None:
+        if path.name.endswith(".pruned"):
+            (path / STATE_FILE).unlink()  # part way through
+            raise KeyboardInterrupt
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_training_checkpoint(tmp_path, 2, generator, discriminator, SMOKE, _state(2), "", keep=1)
+    monkeypatch.undo()
+    assert [path.name for path in checkpoint_dirs(tmp_path)] == ["step_000000002"]
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == [".step_000000001.pruned",
+                                                                                  "step_000000002"]
+    save_training_checkpoint(tmp_path, 3, generator, discriminator, SMOKE, _state(3), "", keep=1)
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["step_000000003"]
+
+
+def test_pruning_keeps_the_checkpoint_just_written(tmp_path: Path, networks: tuple[Generator, Discriminator]) -> None:
+    generator, discriminator = networks
+    save_training_checkpoint(tmp_path, 9, generator, discriminator, SMOKE, _state(9), "", keep=1)
+    written = save_training_checkpoint(tmp_path, 3, generator, discriminator, SMOKE, _state(3), "", keep=1)
+    assert written in checkpoint_dirs(tmp_path)
+
+
+def test_a_full_disk_during_a_checkpoint_is_named_and_loses_nothing(tmp_path: Path,
+                                                                   networks: tuple[Generator, Discriminator],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save on a full disk says "unexpected pos 64 vs 0", safetensors "SafetensorError":
+    neither named the cause."""
+    from ganimation import checkpoint, files
+
+    generator, discriminator = networks
+    first = save_training_checkpoint(tmp_path, 2, generator, discriminator, SMOKE, _state(2), "x", keep=1)
+    before = {path.name: path.read_bytes() for path in first.iterdir()}
+
+    def torch_on_a_full_disk(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(checkpoint.torch, "save", torch_on_a_full_disk)
+    monkeypatch.setattr(files, "free_bytes", lambda folder: 0)
+    for step in (4, 2):  # a new step, and a re-save of the existing one
+        with pytest.raises(OSError) as raised:
+            save_training_checkpoint(tmp_path, step, generator, discriminator, SMOKE, _state(step), "x", keep=1)
+        assert str(raised.value).startswith(f"{tmp_path / 'checkpoints' / f'step_{step:09d}'}: no space left on device")
+        assert len(str(raised.value).splitlines()) == 1
+    monkeypatch.undo()
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["step_000000002"]
+    assert {path.name: path.read_bytes() for path in first.iterdir()} == before

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -301,3 +303,137 @@ def test_animate_refuses_an_output_it_cannot_write(tmp_path: Path, face: Path, c
     code, _, err = run(capsys, "animate", str(face), "--expression", "happy", option, str(tmp_path / name))
     assert_one_line_error(code, err, needle)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["face.png"]
+
+
+# --------------------------------------------------------------------------- hostile input (issue 21)
+
+
+def smoke_train(capsys: pytest.CaptureFixture[str], data: Path, output: Path, *extra: str) -> tuple[int, str, str]:
+    return run(capsys, "train", "--data", str(data), "-o", str(output), "--preset", "smoke", "--no-progress",
+               "--set", "run.device=cpu", *extra)
+
+
+def test_train_refuses_a_folder_holding_a_run(tmp_path: Path, dataset_dir: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A second `train` into a run folder used to wipe its metrics, overwrite its config and model
+    and lose its own checkpoints to pruning (the old run's higher steps won)."""
+    run_dir = tmp_path / "run"
+    code, _, err = smoke_train(capsys, dataset_dir, run_dir, "--steps", "4")
+    assert code == 0, err
+    before = {path: path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()}
+
+    code, _, err = smoke_train(capsys, dataset_dir, run_dir, "--steps", "2", "--set", "optim.lr_generator=0.001")
+    assert_one_line_error(code, err, str(run_dir), "already holds a run", "--resume", "--overwrite")
+    assert {path: path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()} == before
+
+    code, _, err = smoke_train(capsys, dataset_dir, run_dir, "--steps", "2", "--resume", "--overwrite")
+    assert_one_line_error(code, err, "pass one")
+
+    (run_dir / "notes.txt").write_text("mine", encoding="utf-8")
+    code, _, err = smoke_train(capsys, dataset_dir, run_dir, "--steps", "2", "--overwrite",
+                               "--set", "run.keep_checkpoints=1")
+    assert code == 0, err
+    assert [path.name for path in checkpoint_dirs(run_dir)] == ["step_000000002"]  # not pruned by the old step 4
+    assert [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert "lr_generator: 0.001" not in (run_dir / "config.yaml").read_text(encoding="utf-8")
+    assert (run_dir / "notes.txt").read_text(encoding="utf-8") == "mine"  # only the run's own outputs go
+
+    # A finished model without checkpoints is not restarted from scratch by --resume either.
+    shutil.rmtree(run_dir / "checkpoints")
+    code, _, err = smoke_train(capsys, dataset_dir, run_dir, "--resume")
+    assert_one_line_error(code, err, "holds a trained model but no checkpoint", "--overwrite")
+
+
+@pytest.mark.parametrize(("extra", "needles"), [
+    (["--set", "loss.lambda_gp=nan"], ["loss.lambda_gp=nan", "finite"]),
+    (["--set", "optim.lr_generator=inf"], ["optim.lr_generator=inf", "finite"]),
+    (["--set", "optim.lr_discriminator=1e30"], ["optim.lr_discriminator=1e+30", "out of range"]),
+    (["--set", "run.log_every=0"], ["run.log_every must be at least 1"]),
+    (["--set", "run.sample_every=0"], ["run.sample_every must be at least 1"]),
+    (["--set", "run.checkpoint_every=0"], ["run.checkpoint_every must be at least 1"]),
+    (["--set", "run.num_samples=0"], ["run.num_samples must be at least 1"]),
+    (["--set", "model.image_size=0"], ["model.image_size must be positive"]),
+    (["--steps", "-1"], ["optim.max_steps (--steps) must be at least 1; got -1"]),
+    (["--set", "run.device=cuda"], ["run.device=cuda", "CUDA is not available"]),
+    (["--set", "run.device=tpu9"], ["run.device='tpu9' is not a device"]),
+])
+def test_train_bad_values_are_one_line(tmp_path: Path, dataset_dir: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch, extra: list[str], needles: list[str]) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # "without CUDA", on any machine
+    code, _, err = smoke_train(capsys, dataset_dir, tmp_path / "run", *extra)
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "run" / MODEL_FILE).exists()
+
+
+def test_web_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "web", "--port", "99999")
+    assert_one_line_error(code, err, "--port 99999", "1-65535")
+
+
+def test_animate_on_a_missing_gpu_is_one_line(tmp_path: Path, face: Path, trained_run: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run(capsys, "animate", str(face), "--crop", "--checkpoint", str(trained_run), "--au", "AU12=1",
+                       "--device", "cuda", "-o", str(tmp_path / "o.png"))
+    assert_one_line_error(code, err, "device=cuda", "CUDA is not available")
+
+
+def test_train_skips_what_prepare_excludes_and_says_so(tmp_path: Path, dataset_dir: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """`prepare` said OK and left out an unreadable image; `train` then died on it at step 7.
+    Now train leaves out what prepare does and logs the same counts (bad rows, unmatched rows)."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset_dir, data)
+    (data / "images" / "face_003.png").write_bytes(b"not a png")
+    with open(data / "aus.csv", "a", encoding="utf-8") as stream:
+        stream.write("ghost.png," + ",".join(["1.0"] * 17) + "\n")
+        stream.write("face_005.png," + ",".join(["abc"] * 17) + "\n")
+    code, out, err = run(capsys, "prepare", str(data))
+    assert code == 0 and "Status: OK" in out, out + err
+    caplog.set_level("WARNING", logger="ganimation.data")
+    # 20 training images, batch 4: 5 steps per epoch, so 8 steps would reach every image.
+    code, out, err = smoke_train(capsys, data, tmp_path / "run", "--steps", "8")
+    assert code == 0, err
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any("1 unreadable images left out" in line and "face_003.png" in line for line in warnings), warnings
+    assert any("1 AUs without images left out" in line and "ghost.png" in line for line in warnings), warnings
+    assert any("1 invalid AU rows left out" in line and "'abc' is not a number" in line for line in warnings), warnings
+
+
+def test_a_worker_error_names_the_file(tmp_path: Path, dataset_dir: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image that breaks after the up-front check (or any loader error) read "Caught
+    ImageReadError in DataLoader worker process 0." with data.num_workers > 0: no file name."""
+    from ganimation import data as data_module
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset_dir, data)
+    (data / "images" / "face_003.png").write_bytes(b"not a png")
+    monkeypatch.setattr(data_module, "inspect_image", lambda path: (32, 32))  # it looked fine at the start
+    code, _, err = smoke_train(capsys, data, tmp_path / "run", "--steps", "8", "--set", "data.num_workers=2",
+                               "--set", "data.cache_images=false")
+    assert_one_line_error(code, err, "face_003.png", "unreadable image")
+    assert "Caught" not in err and "worker process" not in err
+
+
+def test_convert_on_a_full_disk_is_one_line(tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from ganimation import checkpoint
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "half.safetensors"
+    target.write_bytes(b"an older file")
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    code, _, err = run(capsys, "convert", str(trained_run), "-o", str(target), "--half")
+    assert_one_line_error(code, err, str(target), "no space left on device")
+    assert target.read_bytes() == b"an older file" and list(tmp_path.iterdir()) == [target]

@@ -94,7 +94,7 @@ local = threading.local()
 barrier = threading.Barrier(WORLD)
 slots = [None] * WORLD
 trainers = [None] * WORLD
-wrapped = threading.Event()
+build_lock = threading.Lock()
 
 
 def all_reduce(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
@@ -115,12 +115,22 @@ def average_gradients(optimizer, args, kwargs):
         grad.copy_(part.view_as(grad))
 
 
+def seed_everything(seed, deterministic):
+    local.seed = seed
+    real_seed_everything(seed, deterministic)
+
+
+def build_networks(config, **kwargs):
+    # A worker seeds its own process's generator, then builds: the two ranks here share one, so
+    # each builds from a freshly seeded one, one at a time.
+    with build_lock:
+        torch.manual_seed(local.seed)
+        return real_build_networks(config, **kwargs)
+
+
 def wrap_distributed(trainer, device):
-    # DDP's construction gives every rank rank 0's weights. Here they are equal already, as in
-    # torchrun's workers (rank 1 starts only once rank 0 has built its networks, so the two seeded
-    # initialisations do not race for the global generator): checked, not copied.
+    # DDP's construction gives every rank rank 0's weights: equal already, as in the workers.
     trainers[local.rank] = trainer
-    wrapped.set()
     barrier.wait()
     if local.rank:
         for name in ("generator", "discriminator"):
@@ -136,6 +146,8 @@ dist.get_rank = lambda group=None: local.rank
 dist.get_world_size = lambda group=None: WORLD
 dist.all_reduce = all_reduce
 dist.barrier = lambda *args, **kwargs: barrier.wait()
+real_seed_everything, real_build_networks = training.seed_everything, training.build_networks
+training.seed_everything, training.build_networks = seed_everything, build_networks
 training.wrap_distributed = wrap_distributed
 codes, failures = [None] * WORLD, []
 
@@ -143,15 +155,14 @@ codes, failures = [None] * WORLD, []
 def rank(number):
     local.rank = number
     torch.set_num_threads(1)  # as in a worker (OMP_NUM_THREADS=1): the same kernels, the same sums
-    if number:
-        wrapped.wait()
     try:
         codes[number] = main(sys.argv[1:])
     except BaseException as error:
         failures.append(error)
-        wrapped.set()
-        barrier.abort()
         raise
+    finally:
+        if codes[number] != 0:
+            barrier.abort()  # the other rank would wait for this one forever
 
 
 threads = [threading.Thread(target=rank, args=(number,)) for number in range(WORLD)]

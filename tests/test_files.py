@@ -185,3 +185,38 @@ def test_empty_file(tmp_path: Path) -> None:
 
 def test_image_read_error_is_value_error() -> None:
     assert issubclass(ImageReadError, ValueError)
+
+
+def test_a_full_disk_is_named_and_replaces_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from ganimation import files
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def write_until_full(path: Path) -> None:
+        path.write_bytes(b"part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for failure in (write_until_full,):
+        with pytest.raises(OSError) as raised:
+            with atomic_output(target) as temp:
+                failure(temp)
+        assert raised.value.errno == errno.ENOSPC
+        message = str(raised.value)
+        assert message.startswith(f"{target}: no space left on device (") and len(message.splitlines()) == 1
+    # A writer that hides the cause (torch: "unexpected pos 64 vs 0") on a disk left with no space.
+    monkeypatch.setattr(files, "free_bytes", lambda folder: 512)
+    with pytest.raises(OSError, match="out.bin: no space left on device \\(0.0 MB free in "):
+        with atomic_output(target) as temp:
+            raise RuntimeError("unexpected pos 64 vs 0")
+    # Other errors stay what they are, even then.
+    with pytest.raises(ValueError, match="^bad frame$"):
+        with atomic_output(target) as temp:
+            raise ValueError("bad frame")
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # with room left it is not the disk
+        with atomic_output(target) as temp:
+            raise RuntimeError("unexpected pos 64 vs 0")
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]

@@ -441,3 +441,78 @@ def test_sample_grid_layout() -> None:
 def test_to_uint8() -> None:
     values = torch.tensor([-1.0, 0.0, 1.0, 2.0, -3.0]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
     assert to_uint8(values)[0, 0, :, 0].tolist() == [0, 128, 255, 255, 0]
+
+
+# --------------------------------------------------------------------------- divergence guard (issue 21)
+
+
+def poison_critic_from(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """The critic's Wasserstein loss turns NaN from the ``step``-th critic step on (1-based), as a
+    run with a learning rate far too high does after a while."""
+    from ganimation import losses
+
+    real, calls = losses.critic_wasserstein_loss, []
+
+    def poisoned(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        value = real(real_scores, fake_scores)
+        return value * float("nan") if len(calls) >= step else value
+
+    monkeypatch.setattr(losses, "critic_wasserstein_loss", poisoned)
+
+
+def test_check_finite_names_the_losses_and_networks() -> None:
+    trainer = make_trainer("optim.ema_decay=0.5")
+    trainer.check_finite({"d/total": 1.0})
+    with pytest.raises(ValueError, match="^training diverged at step 0: non-finite losses d/total=nan$"):
+        trainer.check_finite({"d/total": float("nan"), "g/total": 2.0})
+    with torch.no_grad():
+        next(trainer.discriminator.parameters())[0].fill_(float("inf"))
+    with pytest.raises(ValueError, match="non-finite weights of the discriminator$"):
+        trainer.check_finite()
+
+
+def test_a_diverging_run_stops_before_saving_nan(tmp_path: Path, dataset_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN losses used to end the run with exit 0 and all-NaN weights, and checkpoint rotation
+    would have replaced every good checkpoint with a NaN one."""
+    from ganimation.checkpoint import MODEL_FILE, checkpoint_dirs, read_model_file
+    from ganimation.training import TrainingDiverged
+
+    run_dir = tmp_path / "run"
+    poison_critic_from(monkeypatch, 5)
+    config = smoke_config(dataset_dir, run_dir, 8, "run.keep_checkpoints=1")  # logs every step, saves every 2
+    with pytest.raises(TrainingDiverged) as raised:
+        train(config, show_progress=False)
+    message = str(raised.value)
+    assert message.startswith("training diverged at step 5: non-finite losses d/total=nan")
+    assert f"{run_dir / 'checkpoints' / 'step_000000004'} is the last good state" in message
+    assert [path.name for path in checkpoint_dirs(run_dir)] == ["step_000000004"]
+    read_model_file(checkpoint_dirs(run_dir)[0] / MODEL_FILE)  # finite (the reader checks)
+    assert not (run_dir / MODEL_FILE).exists()
+
+
+def test_weights_are_checked_before_a_checkpoint_between_log_steps(tmp_path: Path, dataset_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganimation.checkpoint import checkpoint_dirs
+    from ganimation.training import TrainingDiverged
+
+    run_dir = tmp_path / "run"
+    poison_critic_from(monkeypatch, 5)
+    config = smoke_config(dataset_dir, run_dir, 8, "run.keep_checkpoints=1", "run.log_every=100")
+    with pytest.raises(TrainingDiverged, match="^training diverged at step 6: non-finite weights of the generator, discriminator;"):
+        train(config, show_progress=False)
+    assert [path.name for path in checkpoint_dirs(run_dir)] == ["step_000000004"]
+
+
+def test_a_diverging_run_exits_non_zero_with_one_line(tmp_path: Path, dataset_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from ganimation import cli
+
+    poison_critic_from(monkeypatch, 3)
+    code = cli.main(["train", "--data", str(dataset_dir), "-o", str(tmp_path / "run"), "--preset", "smoke",
+                     "--steps", "6", "--no-progress", "--set", "run.device=cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("ganimation train: error: training diverged at step 3")

@@ -192,3 +192,34 @@ def test_video_without_a_face(tmp_path: Path, model: Path, capsys: pytest.Captur
     code, _, err = run(capsys, "animate", source, "--expression", "happy", "-o", tmp_path / "x.png",
                        "--checkpoint", model, "--device", "cpu")
     assert code == 2 and "give an .mp4 or .gif output" in err
+
+
+def test_mp4_on_a_full_disk_is_one_line(tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ffmpeg stops on a full disk, and the next frame sent to it fails with "Broken pipe": that
+    was all `animate --mp4` said."""
+    import errno
+
+    import imageio_ffmpeg
+
+    from conftest import write_face
+    from ganimation import files
+
+    def ffmpeg_on_a_full_disk(path: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        Path(path).write_bytes(b"\0" * 100)
+        yield
+        yield  # the first frame fits
+        # What imageio-ffmpeg raises once ffmpeg has exited on "No space left on device".
+        raise OSError(f"{OSError(errno.EPIPE, 'Broken pipe')}\n\nFFMPEG COMMAND:\nffmpeg ... {path}\n\n"
+                      f"FFMPEG STDERR OUTPUT:\n")
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", ffmpeg_on_a_full_disk)
+    monkeypatch.setattr(files, "free_bytes", lambda folder: 0)
+    target = tmp_path / "smile.mp4"
+    code, _, err = run(capsys, "animate", write_face(tmp_path / "face.png"), "--crop", "--checkpoint", model,
+                       "--expression", "happy", "--frames", "4", "--mp4", target, "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"ganimation animate: error: {target}: no space left on device (0.0 MB free")
+    assert "Broken pipe" not in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["face.png"]

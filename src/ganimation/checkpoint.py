@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -28,7 +28,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ganimation import __version__
-from ganimation.config import ModelConfig
+from ganimation.config import ConfigError, ModelConfig
+from ganimation.files import disk_full_explained
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,13 @@ def read_safetensors(source: Path, kind: str) -> tuple[dict[str, torch.Tensor], 
 
 
 def read_model_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a model file: (model config, tensors, decoded extra metadata)."""
+    """Read a model file: (model config, tensors, decoded extra metadata).
+
+    Nothing in the file is trusted before it is checked: the config's keys, types and ranges,
+    ``extra`` being a mapping, then every tensor's name, shape and dtype against the networks
+    that config describes (built on the meta device, so no memory is spent on a claim of
+    200,000 channels) and its values being finite.
+    """
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"{source}: no such model file")
@@ -126,16 +133,62 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str
         raise CheckpointError(f"{source}: a safetensors file without ganimation metadata (no model config inside)")
     try:
         values = json.loads(metadata["model_config"])
-        known = {field.name for field in dataclasses.fields(ModelConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise CheckpointError(f"{source}: model config has unknown keys {unknown}; written by a newer ganimation?")
-        config = ModelConfig(**values)
-    except (json.JSONDecodeError, TypeError) as error:
-        raise CheckpointError(f"{source}: unreadable model config in metadata ({error})") from None
-    extra = json.loads(metadata["extra"]) if "extra" in metadata else {}
+        extra = json.loads(metadata["extra"]) if "extra" in metadata else {}
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{source}: unreadable metadata ({error})") from None
+    config = model_config_from(values, source)
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{source}: metadata 'extra' must be a mapping, not {type(extra).__name__}")
+    check_model_tensors(config, tensors, source)
     extra["package_version"] = metadata.get("package_version", "unknown")
     return config, tensors, extra
+
+
+def model_config_from(values: Any, source: str | os.PathLike[str]) -> ModelConfig:
+    """A :class:`ModelConfig` from a file's JSON, each key's type and the whole checked."""
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{source}: model config must be a mapping, not {type(values).__name__}")
+    hints = get_type_hints(ModelConfig)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise CheckpointError(f"{source}: model config has unknown keys {unknown}; written by a newer ganimation?")
+    for key, value in values.items():
+        kind = hints[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheckpointError(f"{source}: model config {key}={value!r} is not {kind.__name__}")
+    config = ModelConfig(**values)
+    try:
+        config.validate()
+    except ConfigError as error:
+        raise CheckpointError(f"{source}: invalid model config ({error})") from None
+    return config
+
+
+def check_model_tensors(config: ModelConfig, tensors: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> None:
+    """Every tensor one the networks of ``config`` have, of their shape, floating point and
+    finite; the generator's all there (the critic is optional)."""
+    from ganimation.networks import build_networks
+
+    with torch.device("meta"):
+        generator, discriminator = build_networks(config, initialise=False)
+    expected = {f"{prefix}.{key}": value for prefix, module in (("generator", generator),
+                                                                ("discriminator", discriminator))
+                for key, value in module.state_dict().items()}
+    unexpected = sorted(set(tensors) - set(expected))
+    missing = sorted(key for key in expected if key not in tensors
+                     and (key.startswith("generator.") or any(name.startswith("discriminator.") for name in tensors)))
+    wrong_shape = [f"{key} {tuple(value.shape)} vs {tuple(expected[key].shape)}" for key, value in tensors.items()
+                   if key in expected and value.shape != expected[key].shape]
+    if missing or unexpected or wrong_shape:
+        parts = [f"{label}: {', '.join(found[:4])}{' ...' if len(found) > 4 else ''}"
+                 for label, found in (("shape mismatch", wrong_shape), ("missing", missing),
+                                      ("unexpected", unexpected)) if found]
+        raise CheckpointError(f"{source}: weights do not fit the model config it carries ({'; '.join(parts)})")
+    for key, value in tensors.items():
+        if not value.is_floating_point():
+            raise CheckpointError(f"{source}: {key} holds {value.dtype} values; model weights are floating point")
+        if not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: {key} holds NaN or infinite values (did training diverge?)")
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -181,26 +234,69 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return found[-1] if found else None
 
 
+def tidy_checkpoints(run_dir: str | os.PathLike[str]) -> None:
+    """Put a run's ``checkpoints/`` back in order after a kill at any moment of a save or prune.
+
+    * ``.step_N.old`` is the previous copy of ``step_N`` during a same-step re-save: without
+      ``step_N`` (killed between the two renames) it is the checkpoint and gets its name back;
+      beside ``step_N`` it is a leftover.
+    * ``.step_N.<random>.tmp`` (a save killed before its rename) and ``.step_N.pruned`` (a prune
+      killed mid-delete) are never checkpoints.
+    * A ``step_N`` folder older than the newest complete checkpoint and missing one of its files
+      was half-deleted by an older version's pruning.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return
+    for old in folder.glob(".step_*.old"):
+        final = folder / old.name[1:-len(".old")]
+        if not final.exists() and (old / STATE_FILE).is_file() and (old / MODEL_FILE).is_file():
+            logger.warning("recovering checkpoint %s from %s (a save was interrupted)", final.name, old.name)
+            os.replace(old, final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in [*folder.glob(".step_*.tmp"), *folder.glob(".step_*.pruned")]:
+        # Left by a run killed mid-write or mid-prune: never a checkpoint, possibly hundreds of MB.
+        shutil.rmtree(stale, ignore_errors=True)
+    complete = checkpoint_dirs(run_dir)
+    if complete:
+        newest = int(_CHECKPOINT_PATTERN.match(complete[-1].name).group(1))  # type: ignore[union-attr]
+        for path in folder.iterdir():
+            match = _CHECKPOINT_PATTERN.match(path.name)
+            if match and path.is_dir() and int(match.group(1)) < newest and path not in complete:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint folder so that a kill mid-way never leaves a half-deleted ``step_N``."""
+    doomed = path.with_name(f".{path.name}.pruned")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def save_training_checkpoint(run_dir: str | os.PathLike[str], step: int, generator: nn.Module,
                              discriminator: nn.Module, model_config: ModelConfig, state: dict[str, Any],
                              config_yaml: str, keep: int = 3) -> Path:
-    """Write ``run_dir/checkpoints/step_<step>/`` atomically and prune all but the newest ``keep``."""
+    """Write ``run_dir/checkpoints/step_<step>/`` atomically and prune all but the newest ``keep``
+    (never the one just written). A full disk is one line naming it; no checkpoint is lost."""
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".step_*.tmp"):
-        # Left by a run killed mid-write: never a checkpoint, possibly hundreds of MB.
-        shutil.rmtree(stale, ignore_errors=True)
+    tidy_checkpoints(run_dir)
     final = folder / f"step_{step:09d}"
-    temp = Path(tempfile.mkdtemp(prefix=f".step_{step:09d}.", suffix=".tmp", dir=folder))
+    with disk_full_explained(final):
+        temp = Path(tempfile.mkdtemp(prefix=f".step_{step:09d}.", suffix=".tmp", dir=folder))
     try:
-        save_model_file(temp / MODEL_FILE, generator, discriminator, model_config)
-        torch.save(state, temp / STATE_FILE)
-        (temp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
-        for child in temp.iterdir():
-            _fsync_path(child)
-        _fsync_path(temp)
+        with disk_full_explained(final):  # inside: free space is measured before the cleanup
+            save_model_file(temp / MODEL_FILE, generator, discriminator, model_config)
+            torch.save(state, temp / STATE_FILE)
+            (temp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+            for child in temp.iterdir():
+                _fsync_path(child)
+            _fsync_path(temp)
         if final.exists():
             # Re-saving the same step (e.g. on a signal right after a periodic save): swap safely.
+            # A kill between the two renames leaves the previous copy as .step_N.old, which
+            # tidy_checkpoints (on resume, on the next save) renames back.
             stale = folder / f".{final.name}.old"
             shutil.rmtree(stale, ignore_errors=True)
             os.replace(final, stale)
@@ -213,7 +309,8 @@ def save_training_checkpoint(run_dir: str | os.PathLike[str], step: int, generat
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        if old != final:
+            _remove_checkpoint(old)
     return final
 
 

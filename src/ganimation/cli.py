@@ -58,6 +58,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the run already in --output (checkpoints, samples, metrics, model) and "
+                             "train anew; without it or --resume, a folder holding a run is refused")
     parser.add_argument("--init", metavar="MODEL",
                         help="start from a trained model (file, checkpoint, run folder or 'bundled') instead of "
                              "random weights; wider model.*_channels grow it (sets run.init_from)")
@@ -95,7 +98,7 @@ def _run_train(args: argparse.Namespace) -> int:
         raise ValueError("no dataset given: pass --data FOLDER")
     if torch_distributed_requested():
         return _train_distributed(config, args)
-    model_path = train(config, resume=args.resume, show_progress=not args.no_progress)
+    model_path = train(config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
     print(f"model: {model_path}")
     return 0
 
@@ -117,7 +120,7 @@ def _train_distributed(config, args: argparse.Namespace) -> int:  # type: ignore
     backend = "nccl" if torch.cuda.is_available() and config.run.device != "cpu" else "gloo"
     dist.init_process_group(backend=backend)
     try:
-        model_path = train(config, resume=args.resume, show_progress=not args.no_progress)
+        model_path = train(config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
         if dist.get_rank() == 0:
             print(f"model: {model_path}")
     finally:
@@ -746,6 +749,8 @@ def _add_web(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_web(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: a TCP port is 1-65535")
     try:
         from ganimation.web import serve
 
@@ -786,9 +791,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         if args.debug:
             raise
-        message = str(error).splitlines()[0] if str(error) else error.__class__.__name__
-        print(f"ganimation {args.command}: error: {message}", file=sys.stderr)
+        print(f"ganimation {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
+
+
+def error_line(error: BaseException) -> str:
+    """The one line that says what went wrong. An error raised in a DataLoader worker comes back
+    as "Caught ImageReadError in DataLoader worker process 0." over the worker's traceback: its
+    own message (naming the file) is that traceback's last line."""
+    lines = str(error).splitlines()
+    if not lines:
+        return error.__class__.__name__
+    if lines[0].startswith("Caught ") and "worker process" in lines[0]:
+        last = next((line for line in reversed(lines) if line.strip()), lines[0])
+        name = error.__class__.__name__
+        return last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
+    return lines[0]
 
 
 if __name__ == "__main__":

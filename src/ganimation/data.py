@@ -127,6 +127,16 @@ class PrepareReport:
         lines.append("Status: OK, ready to train" if self.ok else "Status: NOT USABLE, no training samples")
         return "\n".join(lines)
 
+    def _findings(self) -> tuple[tuple[str, Finding], ...]:
+        return (("images without AUs", self.images_without_aus), ("AUs without images", self.aus_without_images),
+                ("unreadable images", self.unreadable_images), ("invalid AU rows", self.invalid_annotations))
+
+    def problem_summary(self) -> list[str]:
+        """One line per kind of problem found (left out of training) and per warning, for logs."""
+        lines = [f"{finding.count} {label} left out (e.g. {'; '.join(finding.examples[:3])})"
+                 for label, finding in self._findings() if finding.count]
+        return lines + list(self.warnings)
+
     def _overview_lines(self) -> list[str]:
         sources = ", ".join(self.sources[:3]) + (f" (+{len(self.sources) - 3} more)" if len(self.sources) > 3 else "")
         return [
@@ -139,9 +149,7 @@ class PrepareReport:
 
     def _problem_lines(self) -> list[str]:
         lines = []
-        labels = (("images without AUs", self.images_without_aus), ("AUs without images", self.aus_without_images),
-                  ("unreadable images", self.unreadable_images), ("invalid AU rows", self.invalid_annotations))
-        for label, finding in labels:
+        for label, finding in self._findings():
             if label == "unreadable images" and not self.images_checked:
                 lines.append(f"  {label + ':':<22}not checked")
                 continue
@@ -284,6 +292,8 @@ def discover_dataset(root: str | os.PathLike[str], *, test_fraction: float = DEF
                               f"{report.images_without_aus.count} without AUs, "
                               f"{report.invalid_annotations.count} invalid AU rows); run `ganimation prepare` for details")
     logger.info("%s: %d train / %d test samples (%s)", folder, report.train_size, report.test_size, report.split_method)
+    for line in report.problem_summary():
+        logger.warning("%s: %s", folder, line)
     return index
 
 

@@ -44,7 +44,7 @@ def train_fallback_model(output: Path, minutes_budget_steps: int = 300) -> Path:
     config = build_config("smoke", overrides=[f"data.root={data}", f"run.output_dir={output / 'demo_run'}",
                                               f"optim.max_steps={minutes_budget_steps}", "run.sample_every=100",
                                               "run.checkpoint_every=100", "run.log_every=20"])
-    return train(config)
+    return train(config, overwrite=True)  # the demo's own scratch run, remade with its data
 
 
 def run_demo(output_dir: str | Path = "out", checkpoint: str | Path | None = None, faces: int = 3,

@@ -8,6 +8,7 @@ over it in one step (``os.replace`` is atomic on POSIX and Windows).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,26 +22,83 @@ class ImageReadError(ValueError):
     """An image file that is missing, unreadable or of an unsupported kind."""
 
 
+class DiskFullError(OSError):
+    """A write that failed because its file system is full; its text is one plain line."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+#: A write that fails with less free space than this left was stopped by the full disk, whatever
+#: its writer raised: torch.save says "unexpected pos", safetensors and ffmpeg's pipe say others.
+LOW_SPACE_BYTES = 1 << 20
+
+
+def free_bytes(folder: str | os.PathLike[str]) -> int | None:
+    """Bytes an unprivileged writer may still use on ``folder``'s file system (None if unknown)."""
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _says_disk_full(error: BaseException | None) -> bool:
+    """Whether an error or any error it came from is ENOSPC/EDQUOT, or says so in its text."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(error).lower()
+        if "no space left on device" in text or "os error 28" in text or "disk quota exceeded" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_explained(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a write of ``target`` that failed for want of space into one :class:`DiskFullError`
+    line naming the cause and the target, whatever form the writer's own error took."""
+    try:
+        yield
+    except Exception as error:
+        folder = Path(target).parent
+        free = free_bytes(folder)
+        full = _says_disk_full(error) or (
+            not isinstance(error, (ValueError, TypeError)) and free is not None and free < LOW_SPACE_BYTES)
+        if not full:
+            raise
+        left = f"{free / 2**20:.1f} MB free" if free is not None else "free space unknown"
+        raise DiskFullError(errno.ENOSPC, f"{target}: no space left on device ({left} in {folder}); "
+                                          f"nothing already there was replaced") from error
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and an existing ``path`` stays untouched.
+    On any exception the temporary file is removed and an existing ``path`` stays untouched;
+    a full disk is reported as such (:func:`disk_full_explained`).
     The temporary name keeps the target's suffix so that writers choosing a format by
     extension (Pillow, imageio) behave as for the real name.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-    os.close(handle)
+    with disk_full_explained(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
+                                             dir=target.parent)
+        os.close(handle)
     temp_path = Path(temp_name)
     try:
-        yield temp_path
-        with open(temp_path, "rb+") as stream:
-            os.fsync(stream.fileno())
-        # mkstemp makes owner-only files; give the result the mode a plain open() would have.
-        os.chmod(temp_path, target.stat().st_mode & 0o7777 if target.exists() else _default_file_mode())
-        os.replace(temp_path, target)
+        with disk_full_explained(target):  # inside: free space is measured before the cleanup
+            yield temp_path
+            with open(temp_path, "rb+") as stream:
+                os.fsync(stream.fileno())
+            # mkstemp makes owner-only files; give the result the mode a plain open() would have.
+            os.chmod(temp_path, target.stat().st_mode & 0o7777 if target.exists() else _default_file_mode())
+            os.replace(temp_path, target)
     finally:
         if temp_path.exists():
             temp_path.unlink()

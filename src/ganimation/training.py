@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import re
+import shutil
 import signal
 import time
 import warnings
@@ -31,10 +33,10 @@ from tqdm import tqdm
 
 from ganimation import losses
 from ganimation.checkpoint import (
-    latest_checkpoint, load_into, load_training_state, read_model_file, save_model_file,
-    save_training_checkpoint, split_prefix, unwrap, MODEL_FILE, CheckpointError,
+    checkpoint_dirs, load_into, load_training_state, read_model_file, save_model_file, save_training_checkpoint,
+    split_prefix, tidy_checkpoints, unwrap, CONFIG_FILE, MODEL_FILE, CheckpointError,
 )
-from ganimation.config import Config
+from ganimation.config import Config, ConfigError, resolve_device
 from ganimation.files import save_image, write_text_atomic
 from ganimation.networks import build_networks
 from ganimation.warmstart import initial_networks
@@ -42,10 +44,16 @@ from ganimation.warmstart import initial_networks
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+#: What a run writes into its folder; a folder holding any of them holds a run.
+RUN_OUTPUTS = (CONFIG_FILE, "metrics.jsonl", MODEL_FILE, "checkpoints", "samples", "tensorboard")
+
+
+class TrainingDiverged(ValueError):
+    """Losses or weights turned NaN or infinite; the run stopped without saving them."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint of another model than the run's config describes."""
 
 
 @dataclass
@@ -366,6 +374,23 @@ class GANimationTrainer:
         if state.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
+    def check_finite(self, metrics: dict[str, float] | None = None) -> None:
+        """Raise :class:`TrainingDiverged` when a logged loss or any weight (both networks and the
+        weight average) is NaN or infinite. One host sync for all the weights: meant for log and
+        checkpoint steps, not every step."""
+        losses = [f"{key}={value}" for key, value in (metrics or {}).items() if not math.isfinite(value)]
+        modules = {"generator": unwrap(self.generator), "discriminator": unwrap(self.discriminator)}
+        if self.generator_average is not None:
+            modules["averaged generator"] = self.generator_average.module
+        weights = [parameter.detach() for module in modules.values() for parameter in module.parameters()]
+        if not losses and bool(torch.stack([torch.isfinite(weight).all() for weight in weights]).all()):
+            return
+        broken = [name for name, module in modules.items()
+                  if not all(bool(torch.isfinite(parameter).all()) for parameter in module.parameters())]
+        found = "; ".join(part for part in (f"losses {', '.join(losses[:4])}" if losses else "",
+                                            f"weights of the {', '.join(broken)}" if broken else "") if part)
+        raise TrainingDiverged(f"training diverged at step {self.progress.step}: non-finite {found}")
+
     def save(self, run_dir: Path, keep: int) -> Path:
         return save_training_checkpoint(run_dir, self.progress.step, self.exported_generator, self.discriminator,
                                         self.config.model, self.state_dict(), self.config.to_yaml(), keep=keep)
@@ -375,8 +400,17 @@ class GANimationTrainer:
         if model_config != self.config.model:
             differences = [f"{key}: checkpoint {value!r} vs config {getattr(self.config.model, key)!r}"
                            for key, value in vars(model_config).items() if getattr(self.config.model, key) != value]
-            raise CheckpointError(f"{checkpoint}: model config differs from this run ({'; '.join(differences)})")
+            raise CheckpointMismatch(f"{checkpoint}: model config differs from this run ({'; '.join(differences)})")
         state = load_training_state(checkpoint)
+        try:
+            self._apply(checkpoint, tensors, state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise CheckpointError(f"{checkpoint}: training state does not fit this trainer "
+                                  f"({error.__class__.__name__}: {error})") from None
+
+    def _apply(self, checkpoint: Path, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
         exported = split_prefix(tensors, "generator")
         # A checkpoint written with a weight average holds the trained weights in its state;
         # one written without holds them in its model file, and an average starts from them.
@@ -514,24 +548,61 @@ class StopRequested:
             signal.signal(signum, handler)
 
 
-def train(config: Config, *, resume: bool = False, show_progress: bool = True) -> Path:
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a folder that holds another run unless told what to do with it:
+    a new run would wipe its metrics, overwrite its model and lose its checkpoints to pruning
+    (the old run's higher steps win), and a later ``--resume`` would mix the two."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the folder and --overwrite replaces it: pass one")
+    if resume or overwrite or not run_dir.is_dir():
+        return
+    found = [name + ("/" if (run_dir / name).is_dir() else "") for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if found:
+        raise ConfigError(f"{run_dir} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+                          f"--overwrite to replace it, or another --output")
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Delete what a run wrote into ``run_dir`` (``--overwrite``); anything else there stays."""
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def train(config: Config, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> Path:
     """Train on ``config.data.root``; returns the path of the final model file.
 
     With ``resume`` the newest complete checkpoint of ``config.run.output_dir`` is restored
-    (optimisers, schedulers, counters, RNG) and training continues exactly from there.
+    (optimisers, schedulers, counters, RNG) and training continues exactly from there; a
+    damaged one is skipped for the one before it. A folder holding another run is refused
+    unless ``resume`` or ``overwrite`` (which deletes that run's outputs first) is given.
+    A run whose losses or weights turn non-finite stops with :class:`TrainingDiverged`,
+    without saving them: its newest checkpoint stays the last good state.
     """
     from ganimation.data import FaceDataset, discover_dataset
 
     config.validate()
     context = DistributedContext.current()
     run_dir = Path(config.run.output_dir)
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # every rank, before any writes
     device = resolve_device(config.run.device)
     if device.type == "cuda" and context.world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", context.rank)) % torch.cuda.device_count())
         torch.cuda.set_device(device)
     seed_everything(config.run.seed, config.run.deterministic)
 
-    index = discover_dataset(config.data.root, test_fraction=config.data.test_fraction)
+    if context.is_main:
+        if overwrite:
+            clear_run_dir(run_dir)
+        tidy_checkpoints(run_dir)
+    if context.world_size > 1:
+        torch.distributed.barrier()  # the folder is in order before any rank reads a checkpoint
+    # Images are decoded once here, as `ganimation prepare` does: an unreadable one is left out
+    # (and reported) now, not found by the data loader in the middle of an epoch.
+    index = discover_dataset(config.data.root, test_fraction=config.data.test_fraction, check_images=True)
     if not index.train:
         raise ValueError(f"{config.data.root}: no usable training samples (run `ganimation prepare` to see why)")
     dataset = FaceDataset(index.train, config.model.image_size, flip=False, cache=config.data.cache_images,
@@ -547,16 +618,19 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
         raise ValueError(f"{config.data.root}: {len(dataset)} training images are fewer than one batch "
                          f"of {config.data.batch_size}")
     target_pool = torch.from_numpy(np.stack([sample.aus for sample in index.train]))
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
+    candidates = checkpoint_dirs(run_dir) if resume else []
+    if resume and not candidates:
+        if (run_dir / MODEL_FILE).exists():
+            raise CheckpointError(f"{run_dir} holds a trained model but no checkpoint to resume from: pass "
+                                  f"--overwrite to train anew, or another --output")
         logger.warning("--resume: no checkpoint in %s yet, starting from %s", run_dir,
                        config.run.init_from or "scratch")
     generator = discriminator = None
-    if config.run.init_from and checkpoint is None:
+    if config.run.init_from and not candidates:
         generator, discriminator = initial_networks(config.run.init_from, config.model, config.run.seed)
     trainer = GANimationTrainer(config, target_pool, steps_per_epoch, device, generator, discriminator)
+    checkpoint = restore_newest(trainer, candidates)
     if checkpoint is not None:
-        trainer.restore(checkpoint)
         logger.info("resumed from %s (step %d, epoch %d)", checkpoint, trainer.progress.step, trainer.progress.epoch)
     if context.world_size > 1:
         wrap_distributed(trainer, device)
@@ -608,18 +682,31 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
                 # next step's all-reduce: a signal seen by any rank stops them all.
                 interrupted = _any_rank(stop.requested, device) if context.world_size > 1 else stop.requested
                 bar.update(1)
-                if step % config.run.log_every == 0 or step == total_steps:
+                logging_now = step % config.run.log_every == 0 or step == total_steps
+                saving_now = step % config.run.checkpoint_every == 0 and step < total_steps and not interrupted
+                finishing = interrupted or step >= total_steps
+                if logging_now:
                     if context.world_size > 1:
                         metrics = _mean_across_ranks(metrics, device)  # the global batch's losses
                     bar.set_postfix({key.split("/")[-1]: f"{value:.3g}" for key, value in metrics.items()
                                      if key in ("d/wasserstein", "g/au_fake", "g/cycle", "g/attention_mean")})
                     if log is not None:
                         log.write(step, metrics)
+                if logging_now or saving_now or finishing:
+                    # Before anything is saved: a diverged run stops here, on every rank alike (the
+                    # metrics are averaged, the weights equal), and never replaces a good checkpoint.
+                    try:
+                        trainer.check_finite(metrics if logging_now else None)
+                    except TrainingDiverged as error:
+                        newest = checkpoint_dirs(run_dir)
+                        raise TrainingDiverged(
+                            f"{error}; nothing was saved, so {newest[-1] if newest else 'no checkpoint'} is the "
+                            f"last good state: lower optim.lr_* or the loss weights") from None
                 if step % config.run.sample_every == 0:
                     draw_samples()
-                if step % config.run.checkpoint_every == 0 and step < total_steps and not interrupted:
+                if saving_now:
                     save_checkpoint()
-                if interrupted or step >= total_steps:
+                if finishing:
                     stopped = True
                     break
     bar.close()
@@ -639,6 +726,24 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     if interrupted:
         raise KeyboardInterrupt("training interrupted; resume with --resume")
     return final_model
+
+
+def restore_newest(trainer: GANimationTrainer, candidates: list[Path]) -> Path | None:
+    """Restore the newest of ``candidates`` (oldest first) that reads back; a damaged one is
+    passed over with a warning. None when there are none; an error when every one is damaged."""
+    errors = []
+    for checkpoint in reversed(candidates):
+        try:
+            trainer.restore(checkpoint)
+            return checkpoint
+        except CheckpointMismatch:
+            raise
+        except CheckpointError as error:
+            errors.append(str(error))
+            logger.warning("skipping a damaged checkpoint: %s", error)
+    if errors:
+        raise CheckpointError(f"no checkpoint of {candidates[0].parent.parent} reads back; the newest: {errors[0]}")
+    return None
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
