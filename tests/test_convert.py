@@ -436,3 +436,16 @@ def test_convert_attention_scale_scales_the_head_and_records_it(tmp_path: Path,
     error = capsys.readouterr().err.strip()
     assert "positive number" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_foreign_weights_are_checked_like_ours(tmp_path: Path) -> None:
+    """NaN weights in an authors' .pth loaded silently (and animated black faces)."""
+    generator, critic, g_path, _ = make_foreign("authors", tmp_path)
+    state = generator.state_dict()
+    name = next(key for key, value in state.items() if value.is_floating_point() and value.dim() == 4)
+    state[name] = torch.full_like(state[name], float("nan"))
+    torch.save(state, g_path)
+    with pytest.raises(CheckpointError, match="holds NaN or infinite values"):
+        load_foreign_checkpoint(g_path)
+    with pytest.raises(CheckpointError, match="holds NaN or infinite values"):
+        GANimation.load(g_path, device="cpu")

@@ -516,3 +516,13 @@ def test_a_diverging_run_exits_non_zero_with_one_line(tmp_path: Path, dataset_di
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("ganimation train: error: training diverged at step 3")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_metrics_on_a_full_disk_say_so(tmp_path: Path) -> None:
+    from ganimation.training import MetricsLog
+
+    log = MetricsLog(tmp_path, 0, tensorboard=False)
+    log.path = Path("/dev/full")  # every write to it fails with ENOSPC, a real full disk
+    with pytest.raises(OSError, match="^/dev/full: no space left on device"):
+        log.write(1, {"d/total": 1.0})

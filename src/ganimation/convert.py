@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from ganimation.checkpoint import CheckpointError, load_into, save_model_file, split_prefix
+from ganimation.checkpoint import CheckpointError, check_model_tensors, load_into, save_model_file, split_prefix
 from ganimation.config import ConfigError, ModelConfig
 from ganimation.networks import Discriminator, Generator
 
@@ -332,6 +332,7 @@ def load_foreign_checkpoint(path: str | os.PathLike[str], discriminator_path: st
         config.validate()
     except ConfigError as error:
         raise CheckpointError(f"{source}: inferred an invalid model config ({error})") from None
+    check_model_tensors(config, tensors, source)  # as for our own files: shapes, dtype, finite values
     return config, tensors
 
 

@@ -37,7 +37,7 @@ from ganimation.checkpoint import (
     split_prefix, tidy_checkpoints, unwrap, CONFIG_FILE, MODEL_FILE, CheckpointError,
 )
 from ganimation.config import Config, ConfigError, resolve_device
-from ganimation.files import save_image, write_text_atomic
+from ganimation.files import disk_full_explained, save_image, write_text_atomic
 from ganimation.networks import build_networks
 from ganimation.warmstart import initial_networks
 
@@ -470,7 +470,7 @@ class MetricsLog:
                 logger.debug("tensorboard is not installed; logging to metrics.jsonl only")
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
-        with self.path.open("a", encoding="utf-8") as stream:
+        with disk_full_explained(self.path), self.path.open("a", encoding="utf-8") as stream:
             stream.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
         if self.writer is not None:
             for key, value in metrics.items():
