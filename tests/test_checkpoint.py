@@ -278,7 +278,7 @@ def test_shape_mismatch(tmp_path: Path, networks: tuple[Generator, Discriminator
         read_model_file(path)
     message = str(raised.value)
     assert str(path) in message and "weights do not fit the model config it carries" in message
-    assert "shape mismatch: generator.attention_head.0.weight (1, 16, 7, 7) vs (1, 8, 7, 7)" in message
+    assert "shape mismatch: generator.encoder.0.0.weight (16, 20, 7, 7) vs (8, 20, 7, 7)" in message
     with pytest.raises(CheckpointError) as raised:
         load_into(Generator(SMOKE), Generator(wide).state_dict(), source=str(path), name="generator")
     message = str(raised.value)

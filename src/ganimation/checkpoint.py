@@ -174,21 +174,28 @@ def check_model_tensors(config: ModelConfig, tensors: dict[str, torch.Tensor], s
     expected = {f"{prefix}.{key}": value for prefix, module in (("generator", generator),
                                                                 ("discriminator", discriminator))
                 for key, value in module.state_dict().items()}
-    unexpected = sorted(set(tensors) - set(expected))
+    with_critic = any(name.startswith("discriminator.") for name in tensors)
     missing = sorted(key for key in expected if key not in tensors
-                     and (key.startswith("generator.") or any(name.startswith("discriminator.") for name in tensors)))
-    wrong_shape = [f"{key} {tuple(value.shape)} vs {tuple(expected[key].shape)}" for key, value in tensors.items()
-                   if key in expected and value.shape != expected[key].shape]
-    if missing or unexpected or wrong_shape:
-        parts = [f"{label}: {', '.join(found[:4])}{' ...' if len(found) > 4 else ''}"
-                 for label, found in (("shape mismatch", wrong_shape), ("missing", missing),
-                                      ("unexpected", unexpected)) if found]
-        raise CheckpointError(f"{source}: weights do not fit the model config it carries ({'; '.join(parts)})")
+                     and (key.startswith("generator.") or with_critic))
+    mismatch = _mismatch(expected, tensors, missing)
+    if mismatch:
+        raise CheckpointError(f"{source}: weights do not fit the model config it carries ({mismatch})")
     for key, value in tensors.items():
         if not value.is_floating_point():
             raise CheckpointError(f"{source}: {key} holds {value.dtype} values; model weights are floating point")
         if not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{source}: {key} holds NaN or infinite values (did training diverge?)")
+
+
+def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], missing: list[str]) -> str:
+    """What keeps ``found`` from fitting ``expected`` (shapes, ``missing``, unexpected keys), in one
+    line with at most 4 of each; empty when it fits."""
+    wrong_shape = [f"{key} {tuple(found[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
+                   if key in found and found[key].shape != value.shape]
+    unexpected = sorted(set(found) - set(expected))
+    return "; ".join(f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                     for label, keys in (("shape mismatch", wrong_shape), ("missing", missing),
+                                         ("unexpected", unexpected)) if keys)
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -199,19 +206,9 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, source: str, name: str) -> None:
     """Load a state dict, turning a key or shape mismatch into one readable error line."""
     expected = unwrap(module).state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
-                   if key in state and state[key].shape != value.shape]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if wrong_shape:
-            parts.append(f"shape mismatch: {', '.join(wrong_shape[:4])}{' ...' if len(wrong_shape) > 4 else ''}")
-        if missing:
-            parts.append(f"missing: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-        if unexpected:
-            parts.append(f"unexpected: {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-        raise CheckpointError(f"{source}: {name} weights do not fit this model ({'; '.join(parts)})")
+    mismatch = _mismatch(expected, state, sorted(set(expected) - set(state)))
+    if mismatch:
+        raise CheckpointError(f"{source}: {name} weights do not fit this model ({mismatch})")
     unwrap(module).load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()})
 
 
