@@ -84,7 +84,9 @@ def test_negative_critic_warmup_is_refused() -> None:
         make_trainer("optim.critic_warmup_steps=-1")
 
 
-def test_bf16_autocast_trains_on_cpu() -> None:
+def test_bf16_autocast_trains_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on a CPU with native bfloat16 (elsewhere run.bf16 is refused: tests/test_speed.py).
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     trainer = make_trainer("optim.critic_steps=1", "run.bf16=true")
     images, aus = batch()
     generator_before, critic_before = snapshot(trainer.generator), snapshot(trainer.discriminator)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ganimation import __version__
+from ganimation.runtime import apply_process_environment
 
 logger = logging.getLogger("ganimation")
 
@@ -783,6 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    apply_process_environment()  # before the command loads torch
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt as interrupt:

@@ -193,7 +193,9 @@ class RunConfig:
     # weights, grown to wider model.*_channels if asked (ganimation.warmstart); a checkpoint of
     # this run, when resuming, takes precedence.
     init_from: str | None = None
-    bf16: bool = False  # autocast to bfloat16 (CUDA, or a CPU with AVX512-BF16/AMX: 1.6x faster on one core)
+    # Autocast to bfloat16 where the device has it natively (CUDA from Ampere on, a CPU with
+    # AVX512-BF16 or AMX); elsewhere it would be emulated and slower, and is refused with a warning.
+    bf16: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume tests
     log_every: int = 10
     sample_every: int = 500
