@@ -202,3 +202,22 @@ def test_scaled_mesh_face_moves_with_the_image(mesh: facemesh.FaceMesh, sample: 
     assert half.landmarks[:, :2] == pytest.approx((face.landmarks[:, :2] + 0.5) * 0.5 - 0.5)
     assert half.landmarks[:, 2] == pytest.approx(face.landmarks[:, 2] * 0.5)
     assert half.blendshapes is face.blendshapes
+
+
+def test_things_that_only_look_like_faces_when_enlarged_are_not_faces(mesh: facemesh.FaceMesh,
+                                                                       sample: np.ndarray) -> None:
+    """In the sample enlarged to 3000 px, the tiled search proposes a suit connector and a badge
+    (about 80 px each); the landmark model scores them as present, but its landmarks drift when it
+    looks again, so only the face remains."""
+    big = cv2.resize(sample, (3000, 3000), interpolation=cv2.INTER_CUBIC)
+    faces = mesh.find(big)
+    assert len(faces) == 1
+    assert inside(faces[0].box, tuple(v * 3000 / 512 for v in SAMPLE_FACE), slack=40)
+
+
+def test_landmark_drift_is_in_eye_distances() -> None:
+    first = np.zeros((478, 3))
+    first[facemesh.RIGHT_EYE_CORNERS[1], 0] = 50.0
+    second = first.copy()
+    second[:, 0] += 5.0  # every landmark 5 px to the right; eye distance 50
+    assert facemesh.landmark_drift(first, second) == pytest.approx(0.1)

@@ -8,8 +8,10 @@ TensorFlow Lite networks:
    pyramid of overlapping square tiles as well as whole (:func:`tile_windows`), which finds small
    faces in large group photos.
 2. ``face_landmarks_detector.tflite`` (256 x 256 rotated crop): 478 3-D landmarks and a face
-   presence score. Only this score decides what counts as a face: a proposal whose crop does not
-   hold a face is dropped, so a hand or a patterned shirt the detector liked never becomes a face.
+   presence score. Only this network decides what counts as a face: a proposal whose crop it
+   scores as faceless, or whose landmarks move when it looks again at the region they give
+   (:data:`MAX_LANDMARK_DRIFT`), is dropped, so a hand or a badge the detector liked never
+   becomes a face.
 3. ``face_blendshapes.tflite``: 52 ARKit-style blendshape scores from 146 of the landmarks.
 
 We run the three networks with ``ai-edge-litert`` rather than the ``mediapipe`` package: it is
@@ -59,6 +61,11 @@ _LANDMARK_SIZE = 256
 _ROI_SCALE = 1.5  # the region of interest is 1.5 x the face box, square
 #: Face presence below this (after the sigmoid) means the crop holds no face.
 MIN_PRESENCE = 0.5
+#: A face's landmarks barely move when the landmark model looks again at the region they give
+#: (mean change: at most 0.06 eye distances over 200 real faces); on things that are not faces
+#: but score as present (a blurred suit connector, a badge) they move by 0.2. Above this the
+#: region is rejected.
+MAX_LANDMARK_DRIFT = 0.12
 #: Two landmark sets whose boxes overlap this much are the same face found twice.
 _SAME_FACE_IOU = 0.5
 
@@ -347,6 +354,12 @@ def _roi(box: tuple[float, float, float, float] | np.ndarray, first: np.ndarray,
     return Roi((x0 + x1) / 2.0, (y0 + y1) / 2.0, _ROI_SCALE * max(x1 - x0, y1 - y0), angle)
 
 
+def landmark_drift(first: np.ndarray, second: np.ndarray) -> float:
+    """Mean distance between two landmark sets of one face, in eye distances (of ``second``)."""
+    eye_distance = float(np.linalg.norm(second[RIGHT_EYE_CORNERS[1], :2] - second[LEFT_EYE_CORNERS[0], :2]))
+    return float(np.linalg.norm(first[:, :2] - second[:, :2], axis=1).mean()) / max(eye_distance, 1e-6)
+
+
 def roi_from_landmarks(landmarks: np.ndarray) -> Roi:
     """The region the landmark model expects for a face it has already seen (its tracking
     region): the landmarks' box, turned by the eye corners 33 -> 263."""
@@ -392,7 +405,8 @@ class FaceMesh:
 
     ``min_face``: the smallest face (box side in photo pixels) the tiled search looks for.
     ``refine``: run the landmark model a second time on the region its first landmarks give,
-    the region it was trained on (steadier landmarks for faces the detector boxed loosely).
+    the region it was trained on (steadier landmarks for faces the detector boxed loosely), and
+    keep the face only if its landmarks stay put (:data:`MAX_LANDMARK_DRIFT`).
     """
 
     def __init__(self, *, min_face: float = 48.0, refine: bool = True, path: str | os.PathLike[str] | None = None) -> None:
@@ -458,8 +472,9 @@ class FaceMesh:
                 return None
             if self.refine:
                 refined, refined_presence = self.landmarks(rgb, roi_from_landmarks(landmarks))
-                if refined_presence >= MIN_PRESENCE:
-                    landmarks, presence = refined, refined_presence
+                if refined_presence < MIN_PRESENCE or landmark_drift(landmarks, refined) > MAX_LANDMARK_DRIFT:
+                    return None
+                landmarks, presence = refined, refined_presence
             return MeshFace(landmarks, presence, self.blendshape_scores(landmarks))
 
     def find(self, rgb: np.ndarray) -> list[MeshFace]:
