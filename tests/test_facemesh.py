@@ -221,3 +221,18 @@ def test_landmark_drift_is_in_eye_distances() -> None:
     second = first.copy()
     second[:, 0] += 5.0  # every landmark 5 px to the right; eye distance 50
     assert facemesh.landmark_drift(first, second) == pytest.approx(0.1)
+
+
+def test_a_missing_face_model_is_one_line_from_the_command_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from support import environment
+
+    photo = tmp_path / "photo.png"
+    save_image(photo, np.zeros((64, 64, 3), np.uint8))
+    done = subprocess.run([sys.executable, "-m", "ganimation", "aus", str(photo)], capture_output=True, text=True,
+                          env=environment(**{facemesh.MODEL_ENV: str(tmp_path / "gone.task")}), timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gone.task, which is not a file" in lines[0]
