@@ -179,3 +179,10 @@ def test_model_without_critic(tmp_path: Path, face_image: np.ndarray) -> None:
     assert loaded.animate(face_image, SMILE).image.shape == (32, 32, 3)
     with pytest.raises(CheckpointError, match="generator_only.safetensors: this model file has no critic"):
         loaded.estimate_aus(face_image)
+
+
+def test_the_name_bundled_loads_the_bundled_model(tmp_path, monkeypatch) -> None:
+    from ganimation.inference import bundled_model_path, resolve_model_path
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_path("bundled") == bundled_model_path()

@@ -51,8 +51,9 @@ def bundled_model_path() -> Path | None:
 
 
 def resolve_model_path(path: str | os.PathLike[str] | None) -> Path:
-    """A model file from a file, a checkpoint folder or a run folder; the bundled model for None."""
-    if path is None:
+    """A model file from a file, a checkpoint folder or a run folder; the bundled model for None
+    (or the name ``bundled``, as ``--init`` takes it, when no such file or folder exists)."""
+    if path is None or (str(path) == "bundled" and not Path(path).exists()):
         bundled = bundled_model_path()
         if bundled is None:
             raise CheckpointError("no checkpoint given and this installation has no bundled model; "
