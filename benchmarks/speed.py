@@ -37,7 +37,7 @@ from reference import PlainGenerator, ReferenceGANimation, _copy_weights  # noqa
 from ganimation.config import build_config  # noqa: E402
 from ganimation.inference import GANimation  # noqa: E402
 from ganimation.networks import build_networks  # noqa: E402
-from ganimation.runtime import PROCESS_ENVIRONMENT, prepare_runtime  # noqa: E402
+from ganimation.runtime import PROCESS_ENVIRONMENT, bf16_unsupported, prepare_runtime  # noqa: E402
 from ganimation.training import GANimationTrainer, resolve_device  # noqa: E402
 
 
@@ -165,6 +165,14 @@ def compare_inference(preset: str, device: torch.device, batch: int, rounds: int
     cases = {"one crop": (lambda: model.animate(face, targets[0]), lambda: plain_animate(1)),
              f"batch of {batch}": (lambda: model.animate_batch(face, targets, batch_size=batch),
                                    lambda: plain_animate(batch))}
+    if bf16_unsupported(device) is None:  # bfloat16 edits, where the device has it natively
+        fast = GANimation(generator, discriminator, config.model, device, bf16=True)
+        exact = np.stack([result.image for result in model.animate_batch(face, targets, batch_size=batch)])
+        rounded = np.stack([result.image for result in fast.animate_batch(face, targets, batch_size=batch)])
+        error = np.mean((exact.astype(np.float64) - rounded.astype(np.float64)) ** 2)
+        psnr = 10 * np.log10(255.0**2 / max(error, 1e-12))
+        cases[f"batch of {batch}, bfloat16 ({psnr:.1f} dB to float32)"] = (
+            lambda: fast.animate_batch(face, targets, batch_size=batch), lambda: plain_animate(batch))
     results = {}
     for name, (ours, theirs) in cases.items():
         ours(), theirs()

@@ -172,7 +172,7 @@ def test_bf16_is_refused_with_the_reason_where_the_device_lacks_it(monkeypatch: 
     with caplog.at_level(logging.WARNING, logger="ganimation.runtime"):
         trainer, *_ = _pair("run.bf16=true")
     assert not trainer.bf16
-    assert "run.bf16 ignored, training in float32: this CPU has no native bfloat16" in caplog.text
+    assert "run.bf16 ignored, computing in float32: this CPU has no native bfloat16" in caplog.text
     with trainer._autocast():
         assert trainer.discriminator(torch.rand(1, 3, 32, 32)).realness.dtype == torch.float32
 
@@ -184,6 +184,30 @@ def test_bf16_is_used_where_the_device_has_it(monkeypatch: pytest.MonkeyPatch, c
         trainer, *_ = _pair("run.bf16=true")
     assert trainer.bf16 and "ignored" not in caplog.text
     assert not runtime.use_bf16(False, torch.device("cpu"))
+
+
+def test_bf16_inference_is_gated_and_stays_close_to_float32(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    from ganimation.inference import GANimation
+
+    config = build_config("smoke")
+    torch.manual_seed(0)
+    generator, discriminator = build_networks(config.model)
+    face = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    target = np.random.default_rng(1).random(17).astype(np.float32)
+    plain = GANimation(generator, discriminator, config.model, "cpu").animate(face, target).image
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="ganimation.runtime"):
+        assert not GANimation(generator, discriminator, config.model, "cpu", bf16=True).bf16
+    assert "bf16 inference ignored, computing in float32: this CPU has no native bfloat16" in caplog.text
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    model = GANimation(generator, discriminator, config.model, "cpu", bf16=True)
+    assert model.bf16
+    edited = model.animate(face, target).image
+    error = np.mean((edited.astype(np.float64) - plain.astype(np.float64)) ** 2)
+    assert 10 * np.log10(255.0**2 / max(error, 1e-12)) >= 40.0
 
 
 def test_bf16_on_cuda_asks_for_native_support(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -243,6 +243,10 @@ def _add_animate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop", action="store_true", help="the input is already an aligned face crop: no detection")
     _add_face_options(parser)
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu or cuda")
+    parser.add_argument("--bf16", action="store_true",
+                        help="edit in bfloat16 where the device has it natively (a GPU from Ampere on, a CPU with "
+                             "AVX512-BF16 or AMX: 2-4x faster there, within 50 dB of float32); refused with a "
+                             "warning elsewhere")
     parser.set_defaults(handler=_run_animate)
 
 
@@ -308,7 +312,7 @@ def _run_animate(args: argparse.Namespace) -> int:
     target = target_aus_from_args(args)
     source = aus_from_mapping(parse_au_assignments(args.source_au)) if args.source_au else None
     image = load_image(args.image)
-    model = GANimation.load(args.checkpoint, device=args.device)
+    model = GANimation.load(args.checkpoint, device=args.device, bf16=args.bf16)
     if not args.crop:
         return _animate_photo(model, image, source, target, args)
     source = source if source is not None else np.zeros_like(target)
@@ -447,7 +451,7 @@ def _animate_video(args: argparse.Namespace) -> int:
         target = None if keyframes else target_aus_from_args(args)
         if args.face != "largest":
             logger.warning("--face %s is ignored for a video: the largest face is tracked", args.face)
-        model = GANimation.load(args.checkpoint, device=args.device)
+        model = GANimation.load(args.checkpoint, device=args.device, bf16=args.bf16)
         frames, fps, count = read_video(args.image)
         if keyframes:
             sequence = timeline_aus(keyframes, fps)
@@ -464,7 +468,7 @@ def _animate_video(args: argparse.Namespace) -> int:
         return 0
     sequence = timeline_aus(keyframes, timeline_fps)
     photo = load_image(args.image)
-    model = GANimation.load(args.checkpoint, device=args.device)
+    model = GANimation.load(args.checkpoint, device=args.device, bf16=args.bf16)
     animator = _photo_animator(model, args)
     try:
         aligned = animator.align(photo, source=args.image)

@@ -25,6 +25,7 @@ from ganimation.checkpoint import (
 )
 from ganimation.config import ModelConfig, resolve_device
 from ganimation.networks import Discriminator, Generator
+from ganimation.runtime import use_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,12 @@ class GANimation:
     """A trained generator (and, when saved with it, the critic's AU regressor)."""
 
     def __init__(self, generator: Generator, discriminator: Discriminator | None, config: ModelConfig,
-                 device: torch.device | str = "cpu", source: str = "") -> None:
+                 device: torch.device | str = "cpu", source: str = "", bf16: bool = False) -> None:
         self.config = config
         self.device = torch.device(device)
+        # bfloat16 autocast for the generator where the device has it natively, else refused with
+        # a warning (emulated, it would be slower); the masks stay float32 (Generator.forward).
+        self.bf16 = use_bf16(bf16, self.device, "bf16 inference")
         self.generator = generator.to(self.device).eval()
         self.discriminator = discriminator.to(self.device).eval() if discriminator is not None else None
         self.source = source
@@ -109,8 +113,9 @@ class GANimation:
         return self.config.image_size
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, device: str = "auto") -> GANimation:
-        """Load a model file, a checkpoint or run folder, or (``None``) the bundled model.
+    def load(cls, path: str | os.PathLike[str] | None = None, device: str = "auto", bf16: bool = False) -> GANimation:
+        """Load a model file, a checkpoint or run folder, or (``None``) the bundled model; ``bf16``
+        edits in bfloat16 where the device has it natively (refused with a warning elsewhere).
 
         Files of the original GANimation code and of its 2018 replication are converted on the
         fly (see :mod:`ganimation.convert`).
@@ -134,7 +139,7 @@ class GANimation:
             if module is not None:
                 module.float()
         logger.debug("loaded %s (%s)", model_path, config)
-        return cls(generator, discriminator, config, resolved, source=str(model_path))
+        return cls(generator, discriminator, config, resolved, source=str(model_path), bf16=bf16)
 
     def _check_aus(self, aus: Sequence[float] | np.ndarray) -> np.ndarray:
         vector = check_au_vector(aus, source="target AUs")
@@ -153,7 +158,8 @@ class GANimation:
         for start in range(0, len(vectors), batch_size):
             chunk = np.stack(vectors[start:start + batch_size])
             targets = torch.from_numpy(chunk).to(self.device)
-            output = self.generator(source.expand(len(chunk), -1, -1, -1), targets)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                output = self.generator(source.expand(len(chunk), -1, -1, -1), targets)
             edited = ((output.image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             colour = ((output.colour.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             attention = output.attention[:, 0].float().cpu().numpy()

@@ -90,13 +90,13 @@ def bf16_unsupported(device: torch.device) -> str | None:
     return f"bfloat16 autocast is not supported on {device.type}"
 
 
-def use_bf16(requested: bool, device: torch.device) -> bool:
-    """``run.bf16`` as it can be honoured on ``device``: refused, with a warning that says why,
-    where bfloat16 would be slower than float32."""
+def use_bf16(requested: bool, device: torch.device, setting: str = "run.bf16") -> bool:
+    """A request for bfloat16 (``setting``, for the message) as it can be honoured on ``device``:
+    refused, with a warning that says why, where bfloat16 would be slower than float32."""
     if not requested:
         return False
     reason = bf16_unsupported(device)
     if reason is None:
         return True
-    logger.warning("run.bf16 ignored, training in float32: %s", reason)
+    logger.warning("%s ignored, computing in float32: %s", setting, reason)
     return False
