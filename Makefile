@@ -28,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/annotate_speed.py
 
 clean:
 	rm -rf out .pytest_cache
