@@ -153,7 +153,7 @@ def evaluate_photos(models: dict[str, GANimation | None], photos: Sequence[Path]
             score.seconds.append(seconds)
             for label in SUITE:
                 target = expression_aus(label)
-                reading = _reading(detector, edits[label], face)
+                reading = own if model is None else _reading(detector, edits[label], face)
                 if reading is None:
                     reading = own  # the face was lost: count it as no change
                 asked = np.abs(target - own) > ASKED
