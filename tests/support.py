@@ -17,6 +17,23 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 _LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
 
+def tiny_model_file(path: Path, *, critic: bool = True, seed: int = 0, size: int = 32) -> Path:
+    """A random model file of a tiny 32 px (or ``size``) model, seeded apart from the test's RNG."""
+    import torch
+
+    from ganimation.checkpoint import save_model_file
+    from ganimation.config import ModelConfig
+    from ganimation.networks import Discriminator, Generator
+
+    config = ModelConfig(image_size=size, generator_channels=8, generator_residual_blocks=1,
+                         discriminator_channels=8, discriminator_layers=3)
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    generator, discriminator = Generator(config), Discriminator(config) if critic else None
+    torch.set_rng_state(state)
+    return save_model_file(path, generator, discriminator, config)
+
+
 def make_dataset(root: Path, count: int = 18, size: int = 32) -> Path:
     """``count`` random faces with random AUs; the last two are the test split."""
     rng = np.random.default_rng(0)

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-import torch
 
 from ganimation import animation, cli
 from ganimation.aureader import read_aus
 from ganimation.aus import AU_NAMES, NUM_AUS, expression_aus
-from ganimation.checkpoint import save_model_file
-from ganimation.config import ModelConfig
 from ganimation.facemesh import FaceMesh
 from ganimation.faces import NoFaceError, sample_photo_path
 from ganimation.files import load_image
 from ganimation.inference import GANimation
-from ganimation.networks import Discriminator, Generator
 from ganimation.video import read_video, video_info, write_video
-
-TINY = ModelConfig(image_size=32, generator_channels=8, generator_residual_blocks=1, discriminator_channels=8,
-                   discriminator_layers=3)
-
+from support import tiny_model_file
 
 @pytest.fixture(scope="module")
 def sample() -> np.ndarray:
@@ -33,12 +25,7 @@ def sample() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    state = torch.get_rng_state()
-    torch.manual_seed(0)
-    path = save_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", Generator(TINY),
-                           Discriminator(TINY), TINY)
-    torch.set_rng_state(state)
-    return path
+    return tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ganimation import cli, realeval
-from ganimation.checkpoint import save_model_file
-from ganimation.config import ModelConfig
 from ganimation.faces import sample_photo_path
 from ganimation.files import load_image, save_image
 from ganimation.inference import GANimation
-from ganimation.networks import Generator
-
-TINY = ModelConfig(image_size=32, generator_channels=8, generator_residual_blocks=1, discriminator_channels=8,
-                   discriminator_layers=3)
-
+from support import tiny_model_file
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -32,11 +25,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    state = torch.get_rng_state()
-    torch.manual_seed(3)
-    path = save_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", Generator(TINY), None, TINY)
-    torch.set_rng_state(state)
-    return path
+    return tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", critic=False, seed=3)
 
 
 def test_copy_and_a_model_are_scored_on_the_faces_found(photos: Path, tiny: Path) -> None:
