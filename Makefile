@@ -26,8 +26,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# make bench BENCH_ARGS="--batches 4 --rounds 1": the training comparison in a few minutes
 bench: $(STAMP)
-	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/speed.py $(BENCH_ARGS)
 	$(PY) benchmarks/annotate_speed.py
 
 clean:
