@@ -115,3 +115,13 @@ def test_cli_reports_counts_and_refuses_missing_inputs(inputs: Path, tmp_path: P
     assert missing.stderr.strip().splitlines()[-1].endswith("no such file or folder")
     bad = run_cli("annotate", str(inputs / "photos"), "-o", str(tmp_path / "y"), "--every", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--every must be at least 1" in bad.stderr
+
+
+def test_a_missing_face_model_stops_before_any_work(inputs: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganimation import facemesh
+
+    monkeypatch.setenv(facemesh.MODEL_ENV, str(tmp_path / "gone.task"))
+    with pytest.raises(facemesh.FaceModelMissingError, match="not a file"):
+        annotate([inputs / "photos"], tmp_path / "out", workers=1, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ganimation.aureader import read_aus
+from ganimation.facemesh import check_installed
 from ganimation.faces import MIN_FACE_SIZE, LandmarkFaceDetector, align_face
 from ganimation.files import ImageReadError, load_image, save_image
 from ganimation.openface import IMAGE_SUFFIXES, write_au_csv
@@ -244,7 +245,7 @@ def annotate(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike
     unknown, videos, photos = collect_inputs(inputs)
     if not photos and not videos:
         raise AnnotateError("no photos or videos found in " + ", ".join(str(p) for p in inputs))
-    LandmarkFaceDetector(min_face=min_face)  # fail here, in one line, when the face model is missing
+    check_installed()  # fail here, in one line, when the face model is missing, not in every worker
     root = Path(output)
     images = root / IMAGES
     images.mkdir(parents=True, exist_ok=True)

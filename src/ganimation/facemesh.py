@@ -134,6 +134,14 @@ def model_path() -> Path:
     raise FaceModelMissingError(f"the face landmark model is not installed: {INSTALL_HINT}")
 
 
+def check_installed() -> Path:
+    """The model file, after checking that it and the runtime are installed (one-line errors)."""
+    path = model_path()
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        raise FaceModelMissingError(f"the LiteRT runtime is not installed: {INSTALL_HINT}")
+    return path
+
+
 @lru_cache(maxsize=4)
 def _model_bytes(path: str) -> dict[str, bytes]:
     try:
