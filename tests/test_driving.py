@@ -112,3 +112,28 @@ def test_reenact_needs_one_driver(model_path: Path, tmp_path: Path, capsys: pyte
                      "-o", str(tmp_path / "x.mp4"), "--checkpoint", str(model_path)])
     assert code == 2
     assert "missing.mp4: no such driving video" in capsys.readouterr().err
+
+
+def test_video_targets_can_start_from_the_face_in_each_frame(driver: Path, model_path: Path) -> None:
+    model = GANimation.load(model_path, device="cpu")
+    frames, fps, _ = read_video(driver)
+    seen: list[tuple[int, np.ndarray]] = []
+
+    def target(index: int, own: np.ndarray) -> np.ndarray:
+        seen.append((index, own))
+        return own
+
+    edited = list(animation.edit_video_frames(model, frames, target, fps=fps, own_aus=True))
+    assert len(edited) == 10
+    assert [index for index, _ in seen] == list(range(10))  # the tracker holds the face through the gap
+    smile = AU_NAMES.index("AU12")
+    assert all(own.shape == (NUM_AUS,) and own[smile] > 0.6 for _, own in seen)
+
+
+def test_animate_video_with_intensity_zero(driver: Path, model_path: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "same.mp4"
+    code = cli.main(["animate", str(driver), "--expression", "surprise", "--intensity", "0", "-o", str(output),
+                     "--checkpoint", str(model_path), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert video_info(output)["frames"] == 10

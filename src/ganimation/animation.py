@@ -24,7 +24,7 @@ from ganimation.aureader import read_aus
 from ganimation.facemesh import FaceMesh, MeshFace, roi_from_landmarks
 from ganimation.aus import NUM_AUS, AUError, aus_from_mapping, expression_aus
 from ganimation.faces import (
-    MIN_FACE_SIZE, AlignedFace, EditedFace, Face, FaceDetector, FaceTooSmallError, FaceTracker, NoFaceError,
+    MIN_FACE_SIZE, AlignedFace, OneEuroFilter, EditedFace, Face, FaceDetector, FaceTooSmallError, FaceTracker, NoFaceError,
     PhotoEdit, align_face, default_detector, paste_back, select_faces,
 )
 from ganimation.inference import AnimationResult, GANimation
@@ -512,8 +512,10 @@ def _per_face(target_aus: np.ndarray, faces: int) -> np.ndarray:
 def edit_video_frames(model: GANimation, frames: Iterable[np.ndarray], aus_for_frame: Any,
                       detector: FaceDetector | None = None, min_face: float = MIN_FACE_SIZE,
                       blend: str = DEFAULT_BLEND, fps: float = 25.0, require_face: bool = False,
-                      source: str | Path | None = None) -> Iterator[np.ndarray]:
-    """Edit the main face of every video frame; ``aus_for_frame(i)`` gives frame ``i``'s target.
+                      source: str | Path | None = None, own_aus: bool = False) -> Iterator[np.ndarray]:
+    """Edit the main face of every video frame; ``aus_for_frame(i)`` gives frame ``i``'s target
+    (with ``own_aus``, ``aus_for_frame(i, own)`` with the face's own AUs in that frame, read from
+    its landmarks and smoothed over time, so that a target can be relative to the face).
 
     The face is tracked and its alignment smoothed over time (at the video's ``fps``) so the crop
     does not jitter; frames where no face is tracked, or a too small one, pass through unchanged.
@@ -523,6 +525,7 @@ def edit_video_frames(model: GANimation, frames: Iterable[np.ndarray], aus_for_f
     """
     check_blend(blend)
     tracker = FaceTracker(detector=detector or default_detector(), fps=fps)
+    own_filter = OneEuroFilter(min_cutoff=1.0, beta=0.5)  # the per-frame reading flickers a little
     edited = 0
     smallest_seen: float | None = None
     for index, frame in enumerate(frames):
@@ -534,7 +537,11 @@ def edit_video_frames(model: GANimation, frames: Iterable[np.ndarray], aus_for_f
             yield frame
             continue
         aligned = align_face(frame, face, model.image_size)
-        result: AnimationResult = model.animate(aligned.crop, aus_for_frame(index))
+        if own_aus:
+            target = aus_for_frame(index, own_filter(face_aus(model, aligned), 1.0 / fps).astype(np.float32))
+        else:
+            target = aus_for_frame(index)
+        result: AnimationResult = model.animate(aligned.crop, target)
         edited += 1
         yield paste_back(frame, aligned, result.image, blend=blend)
     if require_face and edited == 0:

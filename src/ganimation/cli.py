@@ -222,8 +222,8 @@ def _add_animate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--expression", help="named expression: happy, sad, surprise, fear, anger, disgust, "
                                              "contempt, neutral")
     parser.add_argument("--intensity", type=float, default=1.0,
-                        help="how far towards --expression, 0..1 (default 1): on a photo, 0 keeps each face's own "
-                             "expression and 1 is the full expression; on a --crop, the expression scaled from neutral")
+                        help="how far towards --expression, 0..1 (default 1): on a photo or video, 0 keeps each face's "
+                             "own expression and 1 is the full expression; on a --crop, the expression scaled from neutral")
     parser.add_argument("--source-au", action="append", default=[], metavar="AU=VALUE",
                         help="where the interpolation (--gif, --mp4, a video -o) starts, e.g. AU12=0.2 "
                              "(repeatable; AUs not given are 0). Default: each face's own AUs, read from the "
@@ -453,14 +453,21 @@ def _animate_video(args: argparse.Namespace) -> int:
             logger.warning("--face %s is ignored for a video: the largest face is tracked", args.face)
         model = GANimation.load(args.checkpoint, device=args.device, bf16=args.bf16)
         frames, fps, count = read_video(args.image)
+        relative = bool(args.expression) and not keyframes
         if keyframes:
             sequence = timeline_aus(keyframes, fps)
             aus_for_frame = lambda index: sequence[min(index, len(sequence) - 1)]  # noqa: E731
+        elif relative:  # --intensity moves the face from its own AUs in each frame towards the expression
+            from ganimation.aus import aus_from_mapping, expression_aus, parse_au_assignments
+
+            full, assignments = expression_aus(args.expression), parse_au_assignments(args.au)
+            aus_for_frame = lambda index, own: aus_from_mapping(  # noqa: E731
+                assignments, own + args.intensity * (full - own))
         else:
             aus_for_frame = lambda index: target  # noqa: E731
         edited = edit_video_frames(model, tqdm(frames, total=count, desc="frames", unit="frame"), aus_for_frame,
                                    min_face=args.min_face, blend=args.blend, fps=fps,
-                                   require_face=not args.allow_no_face, source=args.image)
+                                   require_face=not args.allow_no_face, source=args.image, own_aus=relative)
         if len(outputs) > 1:
             edited = list(edited)
         for path in outputs:
