@@ -304,9 +304,11 @@ def _starts(length: int, tile: float, stride: float) -> list[float]:
     return [i * step for i in range(count)]
 
 
-def _window_tensor(rgb: np.ndarray, x0: float, y0: float, side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _window_tensor(rgb: np.ndarray, x0: float, y0: float, side: float, size: int,
+                   shrunk_copies: dict[float, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``size x size`` float tensor of the square window (zero outside the photo, as MediaPipe's
-    letterbox) and the 2 x 3 matrix from tensor pixels back to photo pixels."""
+    letterbox) and the 2 x 3 matrix from tensor pixels back to photo pixels. ``shrunk_copies``
+    keeps the area-averaged copy of the photo for each window size, made once for all its tiles."""
     scale = size / side
     to_tensor = np.array([[scale, 0.0, -x0 * scale + 0.5 * scale - 0.5], [0.0, scale, -y0 * scale + 0.5 * scale - 0.5]])
     to_photo = cv2.invertAffineTransform(to_tensor)
@@ -314,7 +316,11 @@ def _window_tensor(rgb: np.ndarray, x0: float, y0: float, side: float, size: int
     if scale < 0.75:  # shrink first with area averaging: a plain warp would alias
         h, w = rgb.shape[:2]
         shrunk = (max(1, round(w * scale * 1.5)), max(1, round(h * scale * 1.5)))
-        image = cv2.resize(rgb, shrunk, interpolation=cv2.INTER_AREA)
+        if shrunk_copies is None:
+            shrunk_copies = {}
+        if side not in shrunk_copies:
+            shrunk_copies[side] = cv2.resize(rgb, shrunk, interpolation=cv2.INTER_AREA)
+        image = shrunk_copies[side]
         fx, fy = shrunk[0] / w, shrunk[1] / h
         from_shrunk = np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1.0 / fy, 0.5 / fy - 0.5]])
         to_tensor = _compose(to_tensor, from_shrunk)
@@ -432,8 +438,9 @@ class FaceMesh:
         """Face proposals over the whole photo and its tile pyramid, merged."""
         height, width = rgb.shape[:2]
         all_boxes, all_points, all_scores = [], [], []
+        shrunk_copies: dict[float, np.ndarray] = {}
         for index, (x0, y0, side) in enumerate(tile_windows(height, width, self.min_face)):
-            tensor, to_photo = _window_tensor(rgb, x0, y0, side, _DETECTOR_SIZE)
+            tensor, to_photo = _window_tensor(rgb, x0, y0, side, _DETECTOR_SIZE, shrunk_copies)
             regressors, logits = self._detector((tensor.astype(np.float32) / 127.5 - 1.0)[None])
             boxes, points, scores = decode_proposals(regressors, logits)
             if not len(scores):
