@@ -322,14 +322,20 @@ def _window_tensor(rgb: np.ndarray, x0: float, y0: float, side: float, size: int
             shrunk_copies[side] = cv2.resize(rgb, shrunk, interpolation=cv2.INTER_AREA)
         image = shrunk_copies[side]
         fx, fy = shrunk[0] / w, shrunk[1] / h
-        from_shrunk = np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1.0 / fy, 0.5 / fy - 0.5]])
-        to_tensor = _compose(to_tensor, from_shrunk)
+        to_tensor = compose_affine(to_tensor, resize_matrix(fx, fy))
     tensor = cv2.warpAffine(image, to_tensor, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return tensor, to_photo
 
 
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2 x 3 matrix of ``outer(inner(x))``."""
+    full = np.vstack([outer, [0.0, 0.0, 1.0]]) @ np.vstack([inner, [0.0, 0.0, 1.0]])
+    return full[:2]
+
+
+def resize_matrix(fx: float, fy: float) -> np.ndarray:
+    """Matrix taking resized-image pixels to original pixels for ``cv2.resize`` by ``(fx, fy)``."""
+    return np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1.0 / fy, 0.5 / fy - 0.5]])
 
 
 def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -33,7 +33,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from ganimation.facemesh import LEFT_EYE_CORNERS, MOUTH_CORNERS, RIGHT_EYE_CORNERS, FaceMesh, MeshFace
+from ganimation.facemesh import (
+    LEFT_EYE_CORNERS, MOUTH_CORNERS, RIGHT_EYE_CORNERS, FaceMesh, MeshFace, compose_affine, resize_matrix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +189,8 @@ class LandmarkFaceDetector:
     Each face carries its 478 landmarks and 52 blendshapes (``face.mesh``); the eyes are the
     midpoints of the eye corners and the mouth the midpoint of the mouth corners, so alignment
     fits eyes and mouth. It finds three-quarter views, partly covered faces and, through its tiled
-    search, faces down to ``min_face`` pixels in large photos; only the landmark model's face
-    presence score decides what is a face. One instance per thread.
+    search, faces down to ``min_face`` pixels in large photos; only the landmark model decides
+    what is a face (its presence score, and landmarks that stay put). One instance per thread.
     """
 
     def __init__(self, *, min_face: float = MIN_FACE_SIZE, refine: bool = True) -> None:
@@ -330,19 +332,8 @@ def _fit_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.hstack([linear, (target_mean - linear @ source_mean)[:, None]])
 
 
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """2 x 3 matrix of ``outer(inner(x))``."""
-    full = np.vstack([outer, [0.0, 0.0, 1.0]]) @ np.vstack([inner, [0.0, 0.0, 1.0]])
-    return full[:2]
-
-
 def _translation(tx: float, ty: float) -> np.ndarray:
     return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty]])
-
-
-def _resize_matrix(fx: float, fy: float) -> np.ndarray:
-    """Matrix taking resized-image pixels to original pixels for ``cv2.resize`` by ``(fx, fy)``."""
-    return np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1.0 / fy, 0.5 / fy - 0.5]])
 
 
 def _footprint(matrix: np.ndarray, width: float, height: float, shape: tuple[int, ...], pad: int) -> tuple[int, int, int, int] | None:
@@ -399,13 +390,13 @@ def align_face(rgb: np.ndarray, face: Face, size: int = DEFAULT_CROP_SIZE, margi
         raise ValueError("the face lies outside the photo")
     x0, y0, x1, y1 = region
     patch = image[y0:y1, x0:x1]
-    to_crop = _compose(matrix, _translation(x0, y0))
+    to_crop = compose_affine(matrix, _translation(x0, y0))
     scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
     if scale < 0.8:
         shrunk = (max(1, round(patch.shape[1] * scale)), max(1, round(patch.shape[0] * scale)))
         fx, fy = shrunk[0] / patch.shape[1], shrunk[1] / patch.shape[0]
         patch = cv2.resize(patch, shrunk, interpolation=cv2.INTER_AREA)
-        to_crop = _compose(to_crop, _resize_matrix(fx, fy))
+        to_crop = compose_affine(to_crop, resize_matrix(fx, fy))
     crop = cv2.warpAffine(
         np.ascontiguousarray(patch), to_crop, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
     )
@@ -475,7 +466,7 @@ def _crop_to_photo(aligned: AlignedFace, crop_size: int) -> np.ndarray:
     if crop_size == aligned.size:
         return aligned.inverse
     factor = crop_size / aligned.size
-    return _compose(aligned.inverse, _resize_matrix(factor, factor))
+    return compose_affine(aligned.inverse, resize_matrix(factor, factor))
 
 
 def _paste_region(shape: tuple[int, ...], to_photo: np.ndarray, crop_size: int) -> tuple[int, int, int, int] | None:
@@ -512,7 +503,7 @@ def paste_back(
     if region is None:
         return result
     x0, y0, x1, y1 = region
-    to_region = _compose(_translation(-x0, -y0), to_photo)
+    to_region = compose_affine(_translation(-x0, -y0), to_photo)
     dsize = (x1 - x0, y1 - y0)
     mask = cv2.warpAffine(blend_mask(crop_size, feather), to_region, dsize, flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -562,7 +553,7 @@ def paste_attention(
     if region is None:
         return canvas
     x0, y0, x1, y1 = region
-    to_region = _compose(_translation(-x0, -y0), to_photo)
+    to_region = compose_affine(_translation(-x0, -y0), to_photo)
     dsize = (x1 - x0, y1 - y0)
     mask = cv2.warpAffine(blend_mask(values.shape[0], feather), to_region, dsize, flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
