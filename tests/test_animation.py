@@ -43,6 +43,8 @@ class StubModel:
     """A 32 px "model": the identity edit, or a uniform brightening proportional to AU12."""
 
     image_size = 32
+    shape = None  # no shape model: the paper's model alone
+    paints_photos = True
 
     def __init__(self, brighten: float = 0.0, estimate: np.ndarray | None = None) -> None:
         self.brighten = brighten
@@ -63,6 +65,9 @@ class StubModel:
 
     def animate_batch(self, crop: np.ndarray, aus_list, batch_size: int = 16) -> list[AnimationResult]:
         return [self._edit(crop, aus) for aus in aus_list]
+
+    def animate_pairs(self, crops, aus_list, batch_size: int = 16) -> list[AnimationResult]:
+        return [self._edit(crop, aus) for crop, aus in zip(crops, aus_list)]
 
     def estimate_aus(self, crop: np.ndarray) -> np.ndarray:
         assert self.estimate is not None

@@ -9,6 +9,7 @@ describes the commands, the timeline JSON and the driving CSV.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -18,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ganimation.aureader import read_aus
-from ganimation.facemesh import FaceMesh, MeshFace, roi_from_landmarks
+from ganimation.shapewarp import FaceWarp, moved_landmarks, plan_warp
+from ganimation.facemesh import FaceMesh, MeshFace, compose_affine, roi_from_landmarks
 from ganimation.aus import NUM_AUS, AUError, aus_from_mapping, expression_aus
 from ganimation.faces import (
     MIN_FACE_SIZE, AlignedFace, OneEuroFilter, EditedFace, Face, FaceDetector, FaceTooSmallError, FaceTracker, NoFaceError,
-    PhotoEdit, align_face, default_detector, paste_back, select_faces,
+    PhotoEdit, align_face, blend_mask, default_detector, paste_back, select_faces,
 )
 from ganimation.inference import AnimationResult, GANimation
 
@@ -400,6 +403,60 @@ def face_aus(model: GANimation, aligned: AlignedFace, reader: str = "landmarks")
     return np.zeros(NUM_AUS, np.float32)
 
 
+def shape_warp(model: GANimation, photo_shape: tuple[int, ...], aligned: AlignedFace, target: np.ndarray,
+               own: np.ndarray | None = None) -> FaceWarp | None:
+    """The warp that moves a face's landmarks along the model's shape model (:mod:`ganimation.shapewarp`)
+    from its own AUs (``own``, else read from its landmarks) to ``target``; None for a model
+    without one, a face without landmarks, or when nothing moves."""
+    mesh = aligned.face.mesh
+    if model.shape is None or mesh is None:
+        return None
+    own = read_aus(mesh) if own is None else np.asarray(own, dtype=np.float32)
+    moved = moved_landmarks(mesh.landmarks, aligned.matrix, aligned.size, model.shape,
+                            np.asarray(target, dtype=np.float32) - own)
+    warp = plan_warp(photo_shape, mesh.landmarks, moved)
+    if warp is None:
+        return None
+    # held within the crop's paste mask, like the generator's edit: nothing beyond it changes
+    x0, y0, x1, y1 = warp.region
+    to_region = compose_affine(np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]]), aligned.inverse)
+    weight = cv2.warpAffine(blend_mask(aligned.size), to_region, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warp = warp.faded(weight)
+    return warp if warp.moving.any() else None
+
+
+def warped_face(photo: np.ndarray, aligned: AlignedFace, warp: FaceWarp | None) -> AlignedFace:
+    """``aligned`` with its crop cut from the warped photo (itself when there is no warp)."""
+    if warp is None:
+        return aligned
+    crop = align_face(warp.apply(photo), aligned.face, aligned.size, aligned.margin).crop
+    return dataclasses.replace(aligned, crop=crop)
+
+
+def paste_edits(photo: np.ndarray, edits: Sequence[tuple[AlignedFace, FaceWarp | None, np.ndarray | None]],
+                blend: str) -> np.ndarray:
+    """``photo`` with each face's warp applied and its edited crop (None: the generator did not
+    run) pasted over it; every warp samples the original photo, so overlapping faces do not see
+    each other's edits."""
+    result = photo
+    for aligned, warp, edited in edits:
+        if warp is not None:
+            result = warp.apply(photo, into=photo.copy() if result is photo else result)
+        if edited is not None:
+            result = paste_back(result, aligned, edited, blend=blend)
+    return result if result is not photo else photo.copy()
+
+
+def paint_faces(model: GANimation, faces: Sequence[AlignedFace], targets: Sequence[np.ndarray],
+                batch_size: int = 16) -> list[AnimationResult | None]:
+    """The generator's edit of each (warped) face towards its target, batched; Nones when the
+    model's generator does not edit photos (:attr:`GANimation.paints_photos`)."""
+    if not model.paints_photos:
+        return [None] * len(faces)
+    return model.animate_pairs([face.crop for face in faces], list(targets), batch_size)
+
+
 class PhotoAnimator:
     """Edits the faces of one photo; detection and alignment are done once per photo.
 
@@ -458,13 +515,14 @@ class PhotoAnimator:
         """
         aligned = aligned if aligned is not None else self.align(photo, source)
         targets = _per_face(target_aus, len(aligned))
-        result = photo
-        edited = []
-        for face, target in zip(aligned, targets):
-            output = self.model.animate(face.crop, target)
-            result = paste_back(result, face, output.image, blend=self.blend)
-            edited.append(EditedFace(face.face, face, output.image, output.attention))
-        return PhotoEdit(result if result is not photo else photo.copy(), edited)
+        warps = [shape_warp(self.model, photo.shape, face, target) for face, target in zip(aligned, targets)]
+        moved = [warped_face(photo, face, warp) for face, warp in zip(aligned, warps)]
+        outputs = paint_faces(self.model, moved, targets, self.batch_size)
+        result = paste_edits(photo, [(face, warp, None if output is None else output.image)
+                                     for face, warp, output in zip(moved, warps, outputs)], self.blend)
+        edited = [EditedFace(face.face, face, face.crop, None) if output is None else
+                  EditedFace(face.face, face, output.image, output.attention) for face, output in zip(moved, outputs)]
+        return PhotoEdit(result, edited)
 
     def frames(self, photo: np.ndarray, aus_sequence: np.ndarray | Sequence[np.ndarray],
                source: str | Path | None = None, aligned: list[AlignedFace] | None = None,
@@ -480,13 +538,16 @@ class PhotoAnimator:
         size = batch_size or self.batch_size
         length = len(sequences[0]) if sequences else 0
         for start in range(0, length, size):
-            per_face = [self.model.animate_batch(face.crop, sequence[start:start + size], size)
-                        for face, sequence in zip(aligned, sequences)]
-            for frame_index in range(min(size, length - start)):
-                frame = photo
-                for face, results in zip(aligned, per_face):
-                    frame = paste_back(frame, face, results[frame_index].image, blend=self.blend)
-                yield frame if frame is not photo else photo.copy()
+            stop = min(length, start + size)
+            per_face = []
+            for face, sequence in zip(aligned, sequences):
+                warps = [shape_warp(self.model, photo.shape, face, target) for target in sequence[start:stop]]
+                moved = [warped_face(photo, face, warp) for warp in warps]
+                outputs = paint_faces(self.model, moved, sequence[start:stop], size)
+                per_face.append([(item, warp, None if output is None else output.image)
+                                 for item, warp, output in zip(moved, warps, outputs)])
+            for frame_index in range(stop - start):
+                yield paste_edits(photo, [edits[frame_index] for edits in per_face], self.blend)
 
     def interpolation(self, photo: np.ndarray, target_aus: np.ndarray, frames: int,
                       source_aus: np.ndarray | None = None, source: str | Path | None = None,
@@ -537,13 +598,15 @@ def edit_video_frames(model: GANimation, frames: Iterable[np.ndarray], aus_for_f
             yield frame
             continue
         aligned = align_face(frame, face, model.image_size)
-        if own_aus:
-            target = aus_for_frame(index, own_filter(face_aus(model, aligned), 1.0 / fps).astype(np.float32))
-        else:
-            target = aus_for_frame(index)
-        result: AnimationResult = model.animate(aligned.crop, target)
+        own = None
+        if own_aus or (model.shape is not None and face.mesh is not None):
+            own = own_filter(face_aus(model, aligned), 1.0 / fps).astype(np.float32)
+        target = aus_for_frame(index, own) if own_aus else aus_for_frame(index)
+        warp = shape_warp(model, frame.shape, aligned, target, own=own if face.mesh is not None else None)
+        aligned = warped_face(frame, aligned, warp)
+        result = paint_faces(model, [aligned], [target])[0]
         edited += 1
-        yield paste_back(frame, aligned, result.image, blend=blend)
+        yield paste_edits(frame, [(aligned, warp, None if result is None else result.image)], blend)
     if require_face and edited == 0:
         where = f" of {Path(source).name}" if source is not None else ""
         if smallest_seen is not None:

@@ -30,6 +30,7 @@ from torch import nn
 from ganimation import __version__
 from ganimation.config import ConfigError, ModelConfig
 from ganimation.files import disk_full_explained
+from ganimation.shapewarp import ShapeModel
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +87,10 @@ def model_tensors(generator: nn.Module, discriminator: nn.Module | None,
 
 
 def save_model_file(path: str | os.PathLike[str], generator: nn.Module, discriminator: nn.Module | None,
-                    model_config: ModelConfig, *, half: bool = False, extra: dict[str, Any] | None = None) -> Path:
-    """Write the inference artefact atomically; ``half`` stores weights as float16."""
+                    model_config: ModelConfig, *, half: bool = False, extra: dict[str, Any] | None = None,
+                    shape: ShapeModel | None = None) -> Path:
+    """Write the inference artefact atomically; ``half`` stores weights as float16 (the
+    ``shape`` model, :mod:`ganimation.shapewarp`, stays float32: it is a few hundred kB)."""
     from ganimation.files import atomic_output
 
     metadata = {
@@ -99,6 +102,8 @@ def save_model_file(path: str | os.PathLike[str], generator: nn.Module, discrimi
     if extra:
         metadata["extra"] = json.dumps(extra)
     tensors = model_tensors(generator, discriminator, torch.float16 if half else None)
+    if shape is not None:
+        tensors.update(shape.state_dict())
     target = Path(path)
     with atomic_output(target) as temp:
         save_file(tensors, str(temp), metadata=metadata)
@@ -174,6 +179,11 @@ def check_model_tensors(config: ModelConfig, tensors: dict[str, torch.Tensor], s
     expected = {f"{prefix}.{key}": value for prefix, module in (("generator", generator),
                                                                 ("discriminator", discriminator))
                 for key, value in module.state_dict().items()}
+    try:
+        ShapeModel.from_state_dict(split_prefix(tensors, "shape", keep_prefix=True))
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+    tensors = {key: value for key, value in tensors.items() if not key.startswith("shape.")}
     with_critic = any(name.startswith("discriminator.") for name in tensors)
     missing = sorted(key for key in expected if key not in tensors
                      and (key.startswith("generator.") or with_critic))
@@ -198,9 +208,10 @@ def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor],
                                          ("unexpected", unexpected)) if keys)
 
 
-def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str, keep_prefix: bool = False) -> dict[str, torch.Tensor]:
     start = f"{prefix}."
-    return {key[len(start):]: value for key, value in tensors.items() if key.startswith(start)}
+    cut = 0 if keep_prefix else len(start)
+    return {key[cut:]: value for key, value in tensors.items() if key.startswith(start)}
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, source: str, name: str) -> None:

@@ -26,10 +26,14 @@ from ganimation.checkpoint import (
 from ganimation.config import ModelConfig, resolve_device
 from ganimation.networks import Discriminator, Generator
 from ganimation.runtime import use_bf16
+from ganimation.shapewarp import ShapeModel
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "bundled_model.safetensors"
+#: Model-file metadata (``extra``): the faces the generator was trained on; ``synthetic`` keeps
+#: it off real photos when the file has a shape model to move them (:attr:`GANimation.paints_photos`).
+GENERATOR_DOMAIN = "generator_domain"
 
 
 @dataclass
@@ -98,8 +102,14 @@ class GANimation:
     """A trained generator (and, when saved with it, the critic's AU regressor)."""
 
     def __init__(self, generator: Generator, discriminator: Discriminator | None, config: ModelConfig,
-                 device: torch.device | str = "cpu", source: str = "", bf16: bool = False) -> None:
+                 device: torch.device | str = "cpu", source: str = "", bf16: bool = False,
+                 shape: ShapeModel | None = None) -> None:
         self.config = config
+        #: the expression's shape (:mod:`ganimation.shapewarp`, not the paper's): photo edits move
+        #: the face's landmarks along it before the generator paints; None for the paper's model alone
+        self.shape = shape
+        #: what the generator was trained on, as its model file says ("synthetic", or "" unknown)
+        self.generator_domain = ""
         self.device = torch.device(device)
         # bfloat16 autocast for the generator where the device has it natively, else refused with
         # a warning (emulated, it would be slower); the masks stay float32 (Generator.forward).
@@ -126,8 +136,9 @@ class GANimation:
             from ganimation.convert import load_foreign_checkpoint
 
             config, tensors = load_foreign_checkpoint(model_path)
+            extra: dict[str, object] = {}
         else:
-            config, tensors, _ = read_model_file(model_path)
+            config, tensors, extra = read_model_file(model_path)
         generator = Generator(config)
         load_into(generator, split_prefix(tensors, "generator"), source=str(model_path), name="generator")
         critic_weights = split_prefix(tensors, "discriminator")
@@ -138,8 +149,17 @@ class GANimation:
         for module in (generator, discriminator):
             if module is not None:
                 module.float()
-        logger.debug("loaded %s (%s)", model_path, config)
-        return cls(generator, discriminator, config, resolved, source=str(model_path), bf16=bf16)
+        shape = ShapeModel.from_state_dict(split_prefix(tensors, "shape", keep_prefix=True))
+        logger.debug("loaded %s (%s%s)", model_path, config, ", with a shape model" if shape else "")
+        model = cls(generator, discriminator, config, resolved, source=str(model_path), bf16=bf16, shape=shape)
+        model.generator_domain = str(extra.get(GENERATOR_DOMAIN, ""))
+        return model
+
+    @property
+    def paints_photos(self) -> bool:
+        """Whether photo edits run the generator: not when its file says it learned only drawn
+        faces (``generator_domain: synthetic``) and a shape model moves real faces instead."""
+        return not (self.shape is not None and self.generator_domain == "synthetic")
 
     def _check_aus(self, aus: Sequence[float] | np.ndarray) -> np.ndarray:
         vector = check_au_vector(aus, source="target AUs")
@@ -151,19 +171,33 @@ class GANimation:
     def animate_batch(self, image: np.ndarray, aus_list: Sequence[Sequence[float] | np.ndarray],
                       batch_size: int = 16) -> list[AnimationResult]:
         """Edit one face towards each AU vector of ``aus_list``; results at the input's size."""
-        height, width = np.asarray(image).shape[:2]
-        source = _to_tensor(image, self.image_size).to(self.device)
+        return self.animate_pairs([image] * len(aus_list), aus_list, batch_size)
+
+    @torch.no_grad()
+    def animate_pairs(self, images: Sequence[np.ndarray], aus_list: Sequence[Sequence[float] | np.ndarray],
+                      batch_size: int = 16) -> list[AnimationResult]:
+        """Edit each face crop of ``images`` towards the AU vector at the same place in
+        ``aus_list``, in batches; each result at its input's size."""
+        if len(images) != len(aus_list):
+            raise ValueError(f"{len(images)} crops but {len(aus_list)} AU vectors")
         vectors = [self._check_aus(aus) for aus in aus_list]
         results: list[AnimationResult] = []
         for start in range(0, len(vectors), batch_size):
+            chunk_images = images[start:start + batch_size]
             chunk = np.stack(vectors[start:start + batch_size])
+            converted: dict[int, torch.Tensor] = {}  # a crop repeated in the chunk is converted once
+            for image in chunk_images:
+                if id(image) not in converted:
+                    converted[id(image)] = _to_tensor(image, self.image_size).to(self.device)
+            sources = torch.cat([converted[id(image)] for image in chunk_images])
             targets = torch.from_numpy(chunk).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                output = self.generator(source.expand(len(chunk), -1, -1, -1), targets)
+                output = self.generator(sources, targets)
             edited = ((output.image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             colour = ((output.colour.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             attention = output.attention[:, 0].float().cpu().numpy()
-            for index in range(len(chunk)):
+            for index, image in enumerate(chunk_images):
+                height, width = np.asarray(image).shape[:2]
                 results.append(AnimationResult(_resize(edited[index], height, width),
                                                _resize(attention[index], height, width),
                                                _resize(colour[index], height, width), chunk[index]))

@@ -32,12 +32,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ganimation.animation import DEFAULT_BLEND, PhotoAnimator, face_aus, interpolate_aus
+from ganimation.animation import DEFAULT_BLEND, PhotoAnimator, face_aus, interpolate_aus, paint_faces, paste_edits, shape_warp, warped_face
 from ganimation.aus import AU_DESCRIPTIONS, AU_NAMES, EXPRESSIONS, NUM_AUS, AUError, check_au_vector, expression_aus
 from ganimation.checkpoint import CheckpointError
 from ganimation.faces import (
     MIN_FACE_SIZE, AlignedFace, Face, FaceDetector, FaceError, FaceIndexError, FaceTooSmallError, NoFaceError,
-    align_face, default_detector, paste_back, sample_photo_path, select_faces,
+    align_face, default_detector, sample_photo_path, select_faces,
 )
 from ganimation.files import ImageReadError, load_image, save_image
 from ganimation.inference import GANimation
@@ -213,10 +213,15 @@ def render(model: GANimation, state: PhotoState, face_index: int, *slider_values
     The masks are the model's, at crop size: attention is white where the input pixel is kept.
     """
     aligned = state.aligned(face_index, model.image_size)
-    result = model.animate(aligned.crop, slider_aus(*slider_values))
-    # The same blend as the animation and the CLI, so the still and the clip agree.
-    return (paste_back(state.photo, aligned, result.image, blend=DEFAULT_BLEND), result.attention_image(),
-            result.colour)
+    target = slider_aus(*slider_values)
+    warp = shape_warp(model, state.photo.shape, aligned, target)
+    aligned = warped_face(state.photo, aligned, warp)
+    result = paint_faces(model, [aligned], [target])[0]
+    # The same warp and blend as the animation and the CLI, so the still and the clip agree.
+    photo = paste_edits(state.photo, [(aligned, warp, None if result is None else result.image)], DEFAULT_BLEND)
+    if result is None:  # only the shape moved: the face is all kept, and no colour was painted
+        return photo, np.full((*aligned.crop.shape[:2], 3), 255, np.uint8), aligned.crop
+    return photo, result.attention_image(), result.colour
 
 
 def render_interpolation(model: GANimation, state: PhotoState, face_index: int, target_aus: Sequence[float],
