@@ -77,7 +77,8 @@ def test_demo_sequence() -> None:
 
 def test_demo_writes_every_output(demo_run: tuple[Path, dict[str, Path]]) -> None:
     output, written = demo_run
-    assert {"grid", "gif", "mp4", "sweep"} <= set(written) <= {"grid", "gif", "mp4", "sweep", "photo", "photo_mp4"}
+    assert {"grid", "gif", "mp4", "sweep"} <= set(written) <= {"grid", "gif", "mp4", "sweep", "photo", "photo_strip",
+                                                                          "photo_gif"}
     assert written["gif"] == output / "expressions.gif" and written["mp4"] == output / "expressions.mp4"
     for path in written.values():
         assert path.is_file() and path.stat().st_size > 0 and path.parent == output
@@ -110,7 +111,19 @@ def test_demo_photo(demo_run: tuple[Path, dict[str, Path]]) -> None:
     assert side_by_side.shape == (photo.shape[0], 2 * photo.shape[1], 3)
     np.testing.assert_array_equal(side_by_side[:, :photo.shape[1]], photo)  # the input, untouched
     assert not np.array_equal(side_by_side[:, photo.shape[1]:], photo)  # the edit changed the face
-    assert video_info(written["photo_mp4"])["frames"] == 2 * FRAMES  # there and back
+    strip = np.asarray(Image.open(written["photo_strip"]).convert("RGB"))
+    side = demo.PHOTO_FACE_SIZE
+    assert strip.shape == (side, side * (1 + len(demo.PHOTO_EXPRESSIONS)), 3)  # the photo, then each expression
+    # one transition of FRAMES there, a hold, and half of FRAMES back, per expression
+    per_expression = (FRAMES - 1) + max(1, FRAMES // 4) + (max(2, FRAMES // 2) - 1)
+    with Image.open(written["photo_gif"]) as gif:
+        assert gif.size == (side, side)
+        # identical frames (the holds) are merged into longer ones: the playing time tells
+        playing = 0
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            playing += gif.info["duration"]
+    assert playing == pytest.approx((1 + len(demo.PHOTO_EXPRESSIONS) * per_expression) * 1000 / 12, rel=0.05)
 
 
 def test_demo_argument_checks(tmp_path: Path, checkpoint: Path) -> None:

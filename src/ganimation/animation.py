@@ -28,7 +28,7 @@ from ganimation.facemesh import FaceMesh, MeshFace, compose_affine, roi_from_lan
 from ganimation.aus import NUM_AUS, AUError, aus_from_mapping, expression_aus
 from ganimation.faces import (
     MIN_FACE_SIZE, AlignedFace, OneEuroFilter, EditedFace, Face, FaceDetector, FaceTooSmallError, FaceTracker, NoFaceError,
-    PhotoEdit, align_face, blend_mask, default_detector, paste_back, select_faces,
+    PhotoEdit, align_face, alignment_matrix, blend_mask, default_detector, paste_back, select_faces,
 )
 from ganimation.inference import AnimationResult, GANimation
 
@@ -403,6 +403,10 @@ def face_aus(model: GANimation, aligned: AlignedFace, reader: str = "landmarks")
     return np.zeros(NUM_AUS, np.float32)
 
 
+#: How much wider than the model's crop the shape warp may reach (see :func:`shape_warp`).
+WARP_MARGIN = 0.3
+
+
 def shape_warp(model: GANimation, photo_shape: tuple[int, ...], aligned: AlignedFace, target: np.ndarray,
                own: np.ndarray | None = None) -> FaceWarp | None:
     """The warp that moves a face's landmarks along the model's shape model (:mod:`ganimation.shapewarp`)
@@ -417,9 +421,11 @@ def shape_warp(model: GANimation, photo_shape: tuple[int, ...], aligned: Aligned
     warp = plan_warp(photo_shape, mesh.landmarks, moved)
     if warp is None:
         return None
-    # held within the crop's paste mask, like the generator's edit: nothing beyond it changes
+    # held within the paste mask of a crop with a margin (WARP_MARGIN): a moving jaw needs room
+    # below the chin to fade out, which the model's tight crop does not leave
     x0, y0, x1, y1 = warp.region
-    to_region = compose_affine(np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]]), aligned.inverse)
+    to_photo = cv2.invertAffineTransform(alignment_matrix(aligned.face, aligned.size, aligned.margin + WARP_MARGIN))
+    to_region = compose_affine(np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]]), to_photo)
     weight = cv2.warpAffine(blend_mask(aligned.size), to_region, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     warp = warp.faded(weight)

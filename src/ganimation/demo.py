@@ -122,22 +122,45 @@ def demo_sequence(frames: int) -> list[np.ndarray]:
     return sequence
 
 
+#: What the sample photo is moved to: she already smiles, so the demo shows the others.
+PHOTO_EXPRESSIONS = ("surprise", "sad", "anger", "fear", "disgust")
+
+
 def _photo_demo(model, output: Path, frames: int) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """The bundled photo (a real face) moved to each expression: the whole photo surprised, a strip
+    of face crops, and an animation of her face through the expressions and back."""
     from ganimation.animation import PhotoAnimator
-    from ganimation.faces import FaceError, sample_photo_path
+    from ganimation.faces import FaceError, align_face, sample_photo_path
     from ganimation.files import load_image
 
     photo = load_image(sample_photo_path())
     animator = PhotoAnimator(model)
     try:
-        edit = animator.edit(photo, expression_aus("happy"), source=sample_photo_path())
-        clip = list(animator.interpolation(photo, expression_aus("surprise"), frames))
+        aligned = animator.align(photo, source=sample_photo_path())
     except FaceError as error:
         logger.warning("photo demo skipped: %s", error)
         return {}
-    side_by_side = np.concatenate([photo, edit.image], axis=1)
-    return {"photo": save_image(output / "photo_happy.png", side_by_side),
-            "photo_mp4": write_video(output / "photo_surprise.mp4", clip + clip[::-1], fps=12)}
+    own = animator.source_aus(aligned[0])
+    targets = {name: animator.toward_expression(aligned, expression_aus(name), 1.0)[0] for name in PHOTO_EXPRESSIONS}
+    edits = {name: animator.edit(photo, target, aligned=aligned).image for name, target in targets.items()}
+
+    def face(image: np.ndarray) -> np.ndarray:  # the face, larger than the model's crop
+        return align_face(image, aligned[0].face, PHOTO_FACE_SIZE).crop
+
+    strip = [_label(face(photo), "photo")] + [_label(face(image), name) for name, image in edits.items()]
+    sequence = [own]
+    for target in targets.values():
+        sequence += list(interpolate_aus(sequence[-1], target, frames))[1:]
+        sequence += [target] * max(1, frames // 4)  # hold the expression a moment
+        sequence += list(interpolate_aus(target, own, max(2, frames // 2)))[1:]
+    clip = [face(frame) for frame in animator.render(photo, aligned, [np.stack(sequence)])]
+    return {"photo": save_image(output / "photo_surprise.png", np.concatenate([photo, edits["surprise"]], axis=1)),
+            "photo_strip": save_image(output / "photo_expressions.png", np.concatenate(strip, axis=1)),
+            "photo_gif": write_video(output / "photo_expressions.gif", clip, fps=12)}
+
+
+#: Side of the face crops the photo demo shows (the photo's face is about this large).
+PHOTO_FACE_SIZE = 192
 
 
 __all__ = ["run_demo", "demo_sequence", "EXPRESSIONS"]

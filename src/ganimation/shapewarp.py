@@ -52,7 +52,7 @@ _EYE_CORNERS = (33, 263)  # outer corners, the face's right then left
 NUM_LANDMARKS = 478
 #: Still anchors sit on the face oval pushed out this much from the face's centre, and on a
 #: wider ring; the warp fades to nothing between the oval and the wider ring.
-_ANCHOR_RINGS = (1.35, 1.8)
+_ANCHOR_RINGS = (1.45, 2.1)
 #: The spline's smoothing, in units of the eye distance (coordinates are scaled by it): it
 #: follows the control points to a fraction of a pixel yet does not chase their noise.
 _SPLINE_SMOOTHING = 1e-3
@@ -148,10 +148,12 @@ def au_regions(mean: np.ndarray) -> np.ndarray:
         elif reach_from == "midline":
             inside &= from_midline <= reach
         allowed[:, column] = inside
-    # the outline above the mouth is bone (and, in photos, where head turns show most)
+    # the face's outline is bone: only the jaw moves it (AU26 drops the jaw, AU17 pushes the chin
+    # up). Fitted freely, it would learn the wider lower face of the photos where people smile.
     outline = np.zeros(NUM_LANDMARKS, bool)
     outline[list(FACE_OVAL)] = True
-    allowed[outline & (height < 0.3)] = False
+    allowed[outline] = False
+    allowed[np.ix_(outline & (height >= 0.3), [AU_NAMES.index("AU26"), AU_NAMES.index("AU17")])] = True
     # the irises: lids open and close around them; they do not grow
     allowed[IRIS] = False
     return allowed
