@@ -521,7 +521,8 @@ class PhotoAnimator:
         """
         aligned = aligned if aligned is not None else self.align(photo, source)
         targets = _per_face(target_aus, len(aligned))
-        warps = [shape_warp(self.model, photo.shape, face, target) for face, target in zip(aligned, targets)]
+        warps = [shape_warp(self.model, photo.shape, face, target, own=self.source_aus(face))
+                 for face, target in zip(aligned, targets)]
         moved = [warped_face(photo, face, warp) for face, warp in zip(aligned, warps)]
         outputs = paint_faces(self.model, moved, targets, self.batch_size)
         result = paste_edits(photo, [(face, warp, None if output is None else output.image)
@@ -543,11 +544,13 @@ class PhotoAnimator:
         """Frames where face ``f`` follows ``sequences[f]`` (all of one length), edited in batches."""
         size = batch_size or self.batch_size
         length = len(sequences[0]) if sequences else 0
+        # the warp starts where the sequences are measured from: the faces as the reader reads them
+        owns = [self.source_aus(face) if self.model.shape is not None else None for face in aligned]
         for start in range(0, length, size):
             stop = min(length, start + size)
             per_face = []
-            for face, sequence in zip(aligned, sequences):
-                warps = [shape_warp(self.model, photo.shape, face, target) for target in sequence[start:stop]]
+            for face, sequence, own in zip(aligned, sequences, owns):
+                warps = [shape_warp(self.model, photo.shape, face, target, own=own) for target in sequence[start:stop]]
                 moved = [warped_face(photo, face, warp) for warp in warps]
                 outputs = paint_faces(self.model, moved, sequence[start:stop], size)
                 per_face.append([(item, warp, None if output is None else output.image)

@@ -416,7 +416,9 @@ def _animate_photo(model, image: np.ndarray, source: np.ndarray | None, target: 
         edit = animator.edit(image, target, aligned=aligned)
         output = save_image(still, match_kind(edit.image, kind, Path(still).suffix))
         print(f"edited: {output} ({len(edit.faces)} face(s))")
-        if args.masks:
+        if args.masks and not model.paints_photos:
+            print("masks: none, this model moved the faces by its shape model and painted nothing")
+        elif args.masks:
             attention = edit.attention_map()
             if attention is not None:
                 grey = np.repeat((attention[..., None] * 255).round().astype(np.uint8), 3, axis=2)

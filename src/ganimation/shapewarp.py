@@ -203,9 +203,13 @@ def fit_shape_model(landmarks: np.ndarray, aus: np.ndarray, ridge: float = 1e-3)
 
 def _spline_kernel(distance_squared: np.ndarray) -> np.ndarray:
     """The thin-plate kernel ``r² log r`` (0 at r = 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = 0.5 * distance_squared * np.log(distance_squared)
-    return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    safe = np.maximum(distance_squared, 1e-300)
+    return np.where(distance_squared > 0, 0.5 * distance_squared * np.log(safe), 0.0)
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(len(a), len(b))`` squared distances between two point sets (one matrix product)."""
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
 
 
 def thin_plate_map(targets: np.ndarray, sources: np.ndarray, points: np.ndarray,
@@ -213,7 +217,7 @@ def thin_plate_map(targets: np.ndarray, sources: np.ndarray, points: np.ndarray,
     """The thin-plate spline through ``targets -> sources`` (each ``(K, 2)``) evaluated at
     ``points`` ``(M, 2)``: where each point's pixel comes from (a backward map)."""
     count = len(targets)
-    kernel = _spline_kernel(((targets[:, None] - targets[None]) ** 2).sum(-1))
+    kernel = _spline_kernel(_squared_distances(targets, targets))
     affine = np.concatenate([np.ones((count, 1)), targets], axis=1)
     system = np.zeros((count + 3, count + 3))
     system[:count, :count] = kernel + smoothing * np.eye(count)
@@ -222,7 +226,7 @@ def thin_plate_map(targets: np.ndarray, sources: np.ndarray, points: np.ndarray,
     right = np.zeros((count + 3, 2))
     right[:count] = sources - targets  # the spline carries the displacement; identity added back
     weights = np.linalg.lstsq(system, right, rcond=None)[0]
-    at_points = _spline_kernel(((points[:, None] - targets[None]) ** 2).sum(-1))
+    at_points = _spline_kernel(_squared_distances(points, targets))
     displacement = at_points @ weights[:count] + np.concatenate([np.ones((len(points), 1)), points], axis=1) @ weights[count:]
     return points + displacement
 
