@@ -11,6 +11,7 @@ model inside (without ``--model``, a file of the shape model's tensors alone).
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,14 @@ from ganimation.inference import GENERATOR_DOMAIN, GANimation, resolve_model_pat
 from ganimation.shapewarp import fit_shape_model, pose_features
 
 
+def source_groups(aus_csv: Path, names: np.ndarray) -> list[str]:
+    """Each crop's group: the folder its photo came from, or its video."""
+    with open(aus_csv, newline="") as handle:
+        sources = {row["filename"]: row["source"] for row in csv.DictReader(handle)}
+    return [source if Path(source).suffix.lower() in (".mp4", ".mov", ".avi", ".mkv", ".webm")
+            else str(Path(source).parent) for source in (sources[str(name)] for name in names)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("landmarks", type=Path)
@@ -31,14 +40,19 @@ def main() -> None:
     parser.add_argument("--generator-domain", choices=("synthetic", "real"),
                         help="what the generator was trained on; 'synthetic' keeps it off real photos")
     parser.add_argument("--ridge", type=float, default=1e-3)
+    parser.add_argument("--groups", type=Path, metavar="AUS_CSV",
+                        help="the annotated folder's aus.csv: fit within groups of faces that share a source "
+                             "folder or video (a person's photos, a clip), as fixed effects")
     args = parser.parse_args()
     data = np.load(args.landmarks)
     landmarks, aus = data["landmarks"].astype(np.float64), data["aus"].astype(np.float64)
-    shape = fit_shape_model(landmarks, aus, ridge=args.ridge)
+    groups = None if args.groups is None else source_groups(args.groups, data["names"])
+    shape = fit_shape_model(landmarks, aus, ridge=args.ridge, groups=groups)
     # explained variance of the held-back tenth, fitted on the rest
     order = np.random.default_rng(0).permutation(len(landmarks))
     held, fit = order[: len(order) // 10], order[len(order) // 10:]
-    partial = fit_shape_model(landmarks[fit], aus[fit], ridge=args.ridge)
+    partial = fit_shape_model(landmarks[fit], aus[fit], ridge=args.ridge,
+                              groups=None if groups is None else [groups[i] for i in fit])
     centred = landmarks[held] - landmarks[fit].mean(0)
     residual = landmarks[held] - (partial.mean + np.tensordot(aus[held], partial.basis, axes=1))
     pose = pose_features(landmarks[held])

@@ -149,6 +149,30 @@ def test_fit_recovers_a_known_basis_with_pose_held_apart(mean_face: np.ndarray) 
     assert np.abs(fitted.mean[NOT_IRIS] - neutral[NOT_IRIS]).max() < 1e-3
 
 
+def test_fit_within_groups_ignores_resting_shapes_read_as_aus(mean_face: np.ndarray) -> None:
+    """People whose resting face the reader reads as an AU (here: a resting AU04 that goes with
+    a lower brow line) bias a fit across people; the fit within each person's photos does not."""
+    landmarks, aus, true_basis, _ = synthetic_faces(mean_face, count=600, seed=3)
+    rng = np.random.default_rng(4)
+    people = np.repeat(np.arange(60), 10)
+    resting = rng.uniform(0.0, 1.0, 60)[people]  # each person's resting AU04 reading ...
+    brows = np.zeros((S.NUM_LANDMARKS, 2))
+    brows[S.au_regions(mean_face)[:, au_index("AU04")]] = (0.0, 0.03)  # ... with low-set brows
+    biased_aus = aus.copy()
+    biased_aus[:, au_index("AU04")] += resting
+    biased = landmarks + (resting - resting.mean())[:, None, None] * brows
+    regions = S.au_regions(mean_face).T
+    across = S.fit_shape_model(biased, biased_aus)
+    within = S.fit_shape_model(biased, biased_aus, groups=[f"person {p}" for p in people])
+    error_across = np.abs(across.basis - true_basis)[regions].max()
+    error_within = np.abs(within.basis - true_basis)[regions].max()
+    assert error_across > 0.005 and error_within < 1e-3, (error_across, error_within)
+    with pytest.raises(ValueError, match="group names"):
+        S.fit_shape_model(biased, biased_aus, groups=["one"] * 10)
+    with pytest.raises(ValueError, match="groups of two or more"):
+        S.fit_shape_model(biased, biased_aus, groups=[str(i) for i in range(600)])
+
+
 def test_fit_refuses_too_few_faces_and_wrong_shapes(mean_face: np.ndarray) -> None:
     landmarks, aus, _, _ = synthetic_faces(mean_face, count=120)
     needed = 4 * (NUM_AUS + 4)

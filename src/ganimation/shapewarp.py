@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -159,7 +160,8 @@ def au_regions(mean: np.ndarray) -> np.ndarray:
     return allowed
 
 
-def fit_shape_model(landmarks: np.ndarray, aus: np.ndarray, ridge: float = 1e-3) -> ShapeModel:
+def fit_shape_model(landmarks: np.ndarray, aus: np.ndarray, ridge: float = 1e-3,
+                    groups: Sequence[str] | None = None) -> ShapeModel:
     """Least squares ``landmarks ≈ mean + aus · basis + pose · P`` over many faces.
 
     ``landmarks``: ``(N, 478, 2)`` in crop widths of aligned crops; ``aus``: ``(N, 17)`` in [0, 1].
@@ -167,6 +169,12 @@ def fit_shape_model(landmarks: np.ndarray, aus: np.ndarray, ridge: float = 1e-3)
     (:func:`pose_features`) take up what head turns do to the landmarks, so the AU basis is the
     expression's alone; ``ridge`` (relative to each column's variance) keeps AUs that rarely occur
     from taking noise.
+
+    With ``groups`` (one name per face: a person, a clip), the basis is fitted *within* each group
+    of two or more faces, on each face's difference from its group's mean (a fixed-effects fit):
+    an expression is a movement of a face from itself, and the reader reads some faces' resting
+    shapes as AUs (low brows as AU04, full lips as AU25), which a fit across people would learn as
+    movement. Faces alone in their group then only set the mean face.
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     aus = np.asarray(aus, dtype=np.float64)
@@ -177,9 +185,12 @@ def fit_shape_model(landmarks: np.ndarray, aus: np.ndarray, ridge: float = 1e-3)
     pose = pose_features(landmarks)
     covariates = np.concatenate([aus, pose], axis=1)
     centre = covariates.mean(0)
-    design = covariates - centre
     target_mean = landmarks.mean(0)
-    residual_targets = landmarks - target_mean
+    if groups is None:
+        design = covariates - centre
+        residual_targets = landmarks - target_mean
+    else:
+        design, residual_targets = _within_groups(covariates, landmarks, groups)
     allowed = au_regions(target_mean)
     basis = np.zeros((NUM_AUS, NUM_LANDMARKS, 2))
     neutral = target_mean.copy()
@@ -196,6 +207,27 @@ def fit_shape_model(landmarks: np.ndarray, aus: np.ndarray, ridge: float = 1e-3)
         # the mean face is the neutral, frontal one: the fit at zero AUs and the average pose
         neutral[members] -= (centre[np.flatnonzero(pattern)] @ coefficients[: int(pattern.sum())]).reshape(len(members), 2)
     return ShapeModel(neutral, basis)
+
+
+def _within_groups(covariates: np.ndarray, landmarks: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Covariates and landmarks of the faces in groups of two or more, less their group's means."""
+    names = np.asarray(list(groups))
+    if len(names) != len(landmarks):
+        raise ValueError(f"{len(names)} group names for {len(landmarks)} faces")
+    _, index, counts = np.unique(names, return_inverse=True, return_counts=True)
+    kept = counts[index] >= 2
+    if kept.sum() < 4 * covariates.shape[1]:
+        raise ValueError(f"need at least {4 * covariates.shape[1]} faces in groups of two or more, got {int(kept.sum())}")
+    index = index[kept]
+    design, targets = covariates[kept], landmarks[kept]
+    sizes = np.bincount(index).astype(np.float64)
+    sizes[sizes == 0] = 1.0
+    design_means = np.stack([np.bincount(index, weights=column) for column in design.T], axis=1) / sizes[:, None]
+    flat = targets.reshape(len(targets), -1)
+    target_means = (np.zeros((len(sizes), flat.shape[1])))
+    np.add.at(target_means, index, flat)
+    target_means /= sizes[:, None]
+    return design - design_means[index], (flat - target_means[index]).reshape(targets.shape)
 
 
 # ---- the warp ------------------------------------------------------------------------------------
