@@ -33,6 +33,7 @@ CHROMIUM = Path(os.environ.get("GANIMATION_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_S = 90
+SCREENSHOT = os.environ.get("GANIMATION_WEB_SCREENSHOT")
 RESULT_MS = 30_000
 
 
@@ -81,7 +82,7 @@ def server(tmp_path: Path):
     screenshot is asked for); yields its URL."""
     require_gradio()
     # The screenshot for the docs shows what users get: the bundled model.
-    model_args = ([] if os.environ.get("GANIMATION_WEB_SCREENSHOT")
+    model_args = ([] if SCREENSHOT
                   else ["--checkpoint", str(write_tiny_model(tmp_path / "tiny.safetensors"))])
     port = free_port()
     log = tmp_path / "server.log"
@@ -163,8 +164,8 @@ def test_edit_a_photo_in_headless_chromium(sync_playwright, server: str, tmp_pat
             assert before.shape == original.shape
             source_before = page.locator("#edited-photo img").get_attribute("src")
 
-            # Drag "AU12 lip corner puller" to the right: the edit follows.
-            track = page.get_by_label("range slider for AU12 lip corner puller")
+            # Drag "AU26 jaw drop" to the right (she smiles already, her jaw is closed): the edit follows.
+            track = page.get_by_label("range slider for AU26 jaw drop")
             track.scroll_into_view_if_needed()
             box = track.bounding_box()
             y = box["y"] + box["height"] / 2
@@ -174,7 +175,7 @@ def test_edit_a_photo_in_headless_chromium(sync_playwright, server: str, tmp_pat
                 page.mouse.move(box["x"] + 2 + step * (box["width"] - 4) * 0.11, y)
                 page.wait_for_timeout(40)
             page.mouse.up()
-            assert float(page.get_by_label("number input for AU12 lip corner puller").input_value()) > 0.7
+            assert float(page.get_by_label("number input for AU26 jaw drop").input_value()) > 0.7
             page.wait_for_function("s => document.querySelector('#edited-photo img').src !== s", arg=source_before)
             page.wait_for_timeout(300)  # let the last queued render (always_last) land
             page.wait_for_function(  # the progress indicator on the edited photo has gone: idle
@@ -189,7 +190,8 @@ def test_edit_a_photo_in_headless_chromium(sync_playwright, server: str, tmp_pat
             assert not np.array_equal(after, before)
             for mask in ("#attention-mask", "#colour-mask"):
                 picture = _image_at(context, page, mask)
-                assert picture.shape[0] >= 64 and picture.std() > 0, mask
+                # the bundled model only warps real faces: its attention mask is all white
+                assert picture.shape[0] >= 64 and (picture.std() > 0 or (SCREENSHOT and mask == "#attention-mask")), mask
                 assert page.locator(f"{mask} img").first.evaluate("img => img.complete && img.naturalWidth > 0")
 
             # Downloads: the edited photo as PNG, and the interpolation as a GIF (shown as well).
@@ -208,6 +210,5 @@ def test_edit_a_photo_in_headless_chromium(sync_playwright, server: str, tmp_pat
             context.close()
     assert not page_errors, page_errors
     assert not external, f"the page tried to reach other hosts: {external}"
-    target = os.environ.get("GANIMATION_WEB_SCREENSHOT")
-    if target:
-        shutil.copyfile(tmp_path / "web.png", target)
+    if SCREENSHOT:
+        shutil.copyfile(tmp_path / "web.png", SCREENSHOT)
