@@ -24,7 +24,7 @@ from ganimation.faces import sample_photo_path
 from ganimation.files import load_image
 from ganimation.networks import Discriminator, Generator
 from ganimation.video import video_info
-from support import CachedDetector
+from support import CachedDetector, tiny_model_file
 
 SAMPLE = sample_photo_path()
 TINY = ModelConfig(image_size=32, generator_channels=8, generator_residual_blocks=1, discriminator_channels=8,
@@ -349,3 +349,21 @@ def test_reenact_without_a_face(tmp_path: Path, model: Path, capsys: pytest.Capt
     code, _, _ = run(capsys, "reenact", photo, "--driving-aus", driving, "-o", tmp_path / "b.mp4",
                      "--fps", "10", "--allow-no-face", "--checkpoint", model, "--device", "cpu")
     assert code == 0 and video_info(tmp_path / "b.mp4") == {"frames": 6, "fps": 10.0}
+
+
+def test_crop_with_a_generator_kept_off_photos_says_so(capsys, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The bundled generator learned synthetic faces only: --crop runs it alone, and says how to
+    get the shape model instead; a model that paints photos says nothing."""
+    from ganimation.inference import bundled_model_path
+
+    crop = tmp_path / "crop.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(crop)
+    caplog.set_level("WARNING", logger="ganimation")
+    code, _, _ = animate(capsys, bundled_model_path(), crop, "--crop", "--expression", "happy", "-o", tmp_path / "a.png")
+    assert code == 0 and (tmp_path / "a.png").is_file()
+    assert any("learned synthetic faces only" in record.getMessage() and "without --crop" in record.getMessage()
+               for record in caplog.records)
+    caplog.clear()
+    code, _, _ = animate(capsys, tiny_model_file(tmp_path / "tiny.safetensors"), crop, "--crop", "--expression", "happy", "-o", tmp_path / "b.png")
+    assert code == 0 and not [record for record in caplog.records if "synthetic faces only" in record.getMessage()]

@@ -316,6 +316,9 @@ def _run_animate(args: argparse.Namespace) -> int:
     if not args.crop:
         return _animate_photo(model, image, source, target, args)
     source = source if source is not None else np.zeros_like(target)
+    if not model.paints_photos:
+        logger.warning("%s: this model's generator learned synthetic faces only and --crop runs it alone; for a "
+                       "real face give the photo without --crop, so that its shape model moves the face", args.image)
     if args.output:
         result = model.animate(image, target)
         output = save_image(args.output, result.image)
