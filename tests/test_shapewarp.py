@@ -128,9 +128,10 @@ def synthetic_faces(mean_face: np.ndarray, count: int = 300, seed: int = 1):
     iris_lift = np.zeros((S.NUM_LANDMARKS, 2))
     iris_lift[S.IRIS] = (0.0, 0.05)
     neutral = mean_face - np.einsum("k,kld->ld", aus.mean(0), basis)
+    noise = rng.normal(0.0, 1e-4, (count, S.NUM_LANDMARKS, 2))
+    noise -= noise.mean(0)  # so the data's mean face is exactly mean_face (regions do not flip)
     landmarks = (neutral + np.einsum("nk,kld->nld", aus, basis) + yaw[:, None, None] * turn
-                 + pitch[:, None, None] * nod + aus[:, au_index("AU05"), None, None] * iris_lift
-                 + rng.normal(0.0, 1e-4, (count, S.NUM_LANDMARKS, 2)))
+                 + pitch[:, None, None] * nod + aus[:, au_index("AU05"), None, None] * iris_lift + noise)
     assert np.array_equal(S.au_regions(landmarks.mean(0)), regions)  # the test's own premise
     return landmarks, aus, basis, neutral
 
