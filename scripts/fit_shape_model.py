@@ -27,8 +27,9 @@ def source_groups(aus_csv: Path, names: np.ndarray) -> list[str]:
     """Each crop's group: the folder its photo came from, or its video."""
     with open(aus_csv, newline="") as handle:
         sources = {row["filename"]: row["source"] for row in csv.DictReader(handle)}
-    return [source if Path(source).suffix.lower() in (".mp4", ".mov", ".avi", ".mkv", ".webm")
-            else str(Path(source).parent) for source in (sources[str(name)] for name in names)]
+    # a video frame's source is VIDEO#FRAME
+    return [source.split("#")[0] if "#" in source else str(Path(source).parent)
+            for source in (sources[str(name)] for name in names)]
 
 
 def main() -> None:
