@@ -1,0 +1,89 @@
+"""The recipe scripts of the real-face model (scripts/): they run, and what they write loads.
+
+``crop_landmarks.py`` runs the landmark model on the crops of an annotated folder;
+``fit_shape_model.py`` fits the shape model to its output and writes it into a model file.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganimation.aus import AU_NAMES, NUM_AUS
+from ganimation.faces import LandmarkFaceDetector, align_face, sample_photo_path
+from ganimation.files import load_image
+from ganimation.inference import GANimation
+
+from support import tiny_model_file
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def run_script(name: str, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def write_annotated(folder: Path, crops: list[np.ndarray], sources: list[str]) -> None:
+    """An annotated folder as `ganimation annotate` writes it: images/ and aus.csv."""
+    (folder / "images").mkdir(parents=True)
+    with open(folder / "aus.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "identity", "source", *(f"{name}_r" for name in AU_NAMES)])
+        for index, (crop, source) in enumerate(zip(crops, sources)):
+            name = f"crop{index}.png"
+            Image.fromarray(crop).save(folder / "images" / name)
+            writer.writerow([name, Path(source).stem, source, *(["0"] * NUM_AUS)])
+
+
+def test_crop_landmarks_reads_each_crop(tmp_path: Path) -> None:
+    photo = load_image(sample_photo_path())
+    face = LandmarkFaceDetector().detect(photo)[0]
+    crop = align_face(photo, face, 128).crop
+    blank = np.full_like(crop, 90)
+    write_annotated(tmp_path / "data", [crop, blank, crop[:, ::-1].copy()], ["a.jpg", "b.jpg", "c.jpg"])
+    result = run_script("crop_landmarks.py", tmp_path / "data", tmp_path / "landmarks.npz", "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    assert "2 of 3 crops with a face" in result.stdout
+    data = np.load(tmp_path / "landmarks.npz")
+    assert list(data["names"]) == ["crop0.png", "crop2.png"]
+    assert data["landmarks"].shape == (2, 478, 2) and data["aus"].shape == (2, NUM_AUS)
+    # in crop widths: the eyes sit where the crop convention puts them, mirrored in the flip
+    assert 0.2 < data["landmarks"][0, 33, 0] < 0.5 and 0.5 < data["landmarks"][0, 263, 0] < 0.8
+    assert data["landmarks"][1, 33, 0] == pytest.approx(1.0 - data["landmarks"][0, 263, 0], abs=0.02)
+
+
+def test_fit_shape_model_writes_a_model_file_that_moves_faces(tmp_path: Path) -> None:
+    bundled = GANimation.load(device="cpu")
+    assert bundled.shape is not None
+    rng = np.random.default_rng(0)
+    count = 120
+    aus = rng.uniform(0.0, 1.0, (count, NUM_AUS))
+    jaw = np.zeros((478, 2))
+    jaw[[152, 175, 199, 200, 17, 14]] = (0.0, 0.05)  # the chin and lower lip drop with AU26
+    landmarks = bundled.shape.mean + aus[:, AU_NAMES.index("AU26"), None, None] * jaw
+    landmarks = landmarks + rng.normal(0.0, 1e-4, landmarks.shape)
+    names = np.array([f"crop{i}.png" for i in range(count)])
+    np.savez(tmp_path / "landmarks.npz", names=names, landmarks=landmarks, aus=aus)
+    with open(tmp_path / "aus.csv", "w", newline="") as handle:  # two people, one clip
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "identity", "source"])
+        for index, name in enumerate(names):
+            source = [f"/faces/person_a/{index}.jpg", f"/faces/person_b/{index}.jpg", f"/clips/d1.mp4#{index:06d}"][index % 3]
+            writer.writerow([name, "x", source])
+    model_file = tiny_model_file(tmp_path / "tiny.safetensors")
+    output = tmp_path / "with_shape.safetensors"
+    result = run_script("fit_shape_model.py", tmp_path / "landmarks.npz", "-o", output, "--model", model_file,
+                        "--generator-domain", "synthetic", "--groups", tmp_path / "aus.csv")
+    assert result.returncode == 0, result.stderr
+    assert "AU26: largest landmark move 6.4 px" in result.stdout  # 0.05 crop widths of 128 px
+    model = GANimation.load(output, device="cpu")
+    assert model.shape is not None and not model.paints_photos and model.discriminator is None
+    assert model.shape.basis[AU_NAMES.index("AU26"), 152, 1] == pytest.approx(0.05, abs=2e-3)
+    assert np.abs(model.shape.basis[AU_NAMES.index("AU01")]).max() < 2e-3
