@@ -8,16 +8,18 @@ corners pull up and back, the jaw drops. This module gives the model that moveme
 
 * a **shape model** (:class:`ShapeModel`), fitted by least squares on the landmarks and AU
   readings of real faces (``scripts/fit_shape_model.py``): the mean face in the crop convention
-  and, per AU, how each of the 478 landmarks moves per unit of intensity, with head pose held
-  apart so that a turned head is not learned as an expression;
+  and, per AU, how each of the 478 landmarks moves per unit of intensity, each AU within its part
+  of the face, head pose held apart, and optionally within each person's photos, so that neither
+  a turned head nor a resting face is learned as an expression;
 * a **warp** (:func:`warp_photo`): the face's own landmarks move by ``basis · (target - own)``,
   and a thin-plate spline through them (and through still anchors around the face) resamples the
   photo once, at its own resolution. Asking for the face's own AUs moves nothing, so the zero
   edit returns the photo bit for bit.
 
 The generator then edits the warped face as the paper's does (colour where the warp cannot
-reach: teeth, wrinkles, shading). A model file without ``shape.*`` tensors (the synthetic model,
-checkpoints of other code bases) is the paper's model alone.
+reach: teeth, wrinkles, shading), unless its model file says it learned synthetic faces only, as
+the bundled one does: then the warp is the whole edit of a photo. A model file without
+``shape.*`` tensors (yours, checkpoints of other code bases) is the paper's model alone.
 """
 
 from __future__ import annotations
