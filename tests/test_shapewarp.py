@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from ganimation import shapewarp as S
-from ganimation.animation import PhotoAnimator, edit_video_frames, paste_edits, shape_warp, warped_face
+from ganimation.animation import FaceEdit, PhotoAnimator, edit_video_frames, paste_edits, shape_warp, warped_face
 from ganimation.aureader import read_aus
 from ganimation.aus import NUM_AUS, au_index, expression_aus
 from ganimation.checkpoint import CheckpointError, read_model_file, read_safetensors, save_model_file
@@ -641,8 +641,9 @@ def test_a_photo_trained_generator_paints_the_warped_face(bundled: GANimation, s
     moved = warped_face(sample, aligned[0], warp)
     assert np.array_equal(moved.crop, align_face(warp.apply(sample), aligned[0].face, model.image_size).crop)
     assert not np.array_equal(moved.crop, aligned[0].crop)
-    painted = model.animate(moved.crop, target).image
+    painted = model.animate(moved.crop, target)
     edit = animator.edit(sample, target, aligned=aligned)
-    assert np.array_equal(edit.image, paste_edits(sample, [(moved, warp, painted)], "residual"))
+    assert np.array_equal(edit.image, paste_edits(sample, [FaceEdit(moved, warp, warp.resample(sample), painted)],
+                                                  "residual"))
     assert edit.faces[0].attention is not None
     assert np.array_equal(edit.faces[0].aligned.crop, moved.crop)

@@ -432,35 +432,51 @@ def shape_warp(model: GANimation, photo_shape: tuple[int, ...], aligned: Aligned
     return warp if warp.moving.any() else None
 
 
-def warped_face(photo: np.ndarray, aligned: AlignedFace, warp: FaceWarp | None) -> AlignedFace:
-    """``aligned`` with its crop cut from the warped photo (itself when there is no warp)."""
+def warped_face(photo: np.ndarray, aligned: AlignedFace, warp: FaceWarp | None,
+                patch: np.ndarray | None = None) -> AlignedFace:
+    """``aligned`` with its crop cut from the warped photo (itself when there is no warp);
+    ``patch`` is the warp's :meth:`~ganimation.shapewarp.FaceWarp.resample` when already made."""
     if warp is None:
         return aligned
-    crop = align_face(warp.apply(photo), aligned.face, aligned.size, aligned.margin).crop
-    return dataclasses.replace(aligned, crop=crop)
+    warped = warp.write(warp.resample(photo) if patch is None else patch, photo.copy())
+    return dataclasses.replace(aligned, crop=align_face(warped, aligned.face, aligned.size, aligned.margin).crop)
 
 
-def paste_edits(photo: np.ndarray, edits: Sequence[tuple[AlignedFace, FaceWarp | None, np.ndarray | None]],
-                blend: str) -> np.ndarray:
-    """``photo`` with each face's warp applied and its edited crop (None: the generator did not
-    run) pasted over it; every warp samples the original photo, so overlapping faces do not see
-    each other's edits."""
+@dataclass
+class FaceEdit:
+    """One face's edit of a photo, ready to paste (:func:`paste_edits`)."""
+
+    aligned: AlignedFace  #: the face, its crop cut from the warped photo
+    warp: FaceWarp | None  #: the shape model's warp, if it moved the face
+    patch: np.ndarray | None  #: the warp's resampled pixels (None without a warp)
+    output: AnimationResult | None  #: the generator's edit of the crop (None: it did not paint)
+
+
+def edit_faces(model: GANimation, photo: np.ndarray, faces: Sequence[AlignedFace], targets: Sequence[np.ndarray],
+               owns: Sequence[np.ndarray | None] | None = None, batch_size: int = 16) -> list[FaceEdit]:
+    """Each face moved towards its target: warped along the model's shape model (from ``owns``,
+    its own AUs, else read from its landmarks), then painted by the generator in batches where
+    the model paints photos (:attr:`GANimation.paints_photos`)."""
+    owns = [None] * len(faces) if owns is None else owns
+    warps = [shape_warp(model, photo.shape, face, target, own) for face, target, own in zip(faces, targets, owns)]
+    patches = [None if warp is None else warp.resample(photo) for warp in warps]
+    moved = [warped_face(photo, face, warp, patch) for face, warp, patch in zip(faces, warps, patches)]
+    outputs: list[AnimationResult | None] = (
+        model.animate_pairs([face.crop for face in moved], list(targets), batch_size) if model.paints_photos
+        else [None] * len(moved))
+    return [FaceEdit(*parts) for parts in zip(moved, warps, patches, outputs)]
+
+
+def paste_edits(photo: np.ndarray, edits: Sequence[FaceEdit], blend: str) -> np.ndarray:
+    """``photo`` with each face's warp applied and the generator's edit pasted over it; every warp
+    samples the original photo, so overlapping faces do not see each other's edits."""
     result = photo
-    for aligned, warp, edited in edits:
-        if warp is not None:
-            result = warp.apply(photo, into=photo.copy() if result is photo else result)
-        if edited is not None:
-            result = paste_back(result, aligned, edited, blend=blend)
+    for edit in edits:
+        if edit.warp is not None and edit.patch is not None:
+            result = edit.warp.write(edit.patch, photo.copy() if result is photo else result)
+        if edit.output is not None:
+            result = paste_back(result, edit.aligned, edit.output.image, blend=blend)
     return result if result is not photo else photo.copy()
-
-
-def paint_faces(model: GANimation, faces: Sequence[AlignedFace], targets: Sequence[np.ndarray],
-                batch_size: int = 16) -> list[AnimationResult | None]:
-    """The generator's edit of each (warped) face towards its target, batched; Nones when the
-    model's generator does not edit photos (:attr:`GANimation.paints_photos`)."""
-    if not model.paints_photos:
-        return [None] * len(faces)
-    return model.animate_pairs([face.crop for face in faces], list(targets), batch_size)
 
 
 class PhotoAnimator:
@@ -521,15 +537,12 @@ class PhotoAnimator:
         """
         aligned = aligned if aligned is not None else self.align(photo, source)
         targets = _per_face(target_aus, len(aligned))
-        warps = [shape_warp(self.model, photo.shape, face, target, own=self.source_aus(face))
-                 for face, target in zip(aligned, targets)]
-        moved = [warped_face(photo, face, warp) for face, warp in zip(aligned, warps)]
-        outputs = paint_faces(self.model, moved, targets, self.batch_size)
-        result = paste_edits(photo, [(face, warp, None if output is None else output.image)
-                                     for face, warp, output in zip(moved, warps, outputs)], self.blend)
-        edited = [EditedFace(face.face, face, face.crop, None) if output is None else
-                  EditedFace(face.face, face, output.image, output.attention) for face, output in zip(moved, outputs)]
-        return PhotoEdit(result, edited)
+        edits = edit_faces(self.model, photo, aligned, targets, [self.source_aus(face) for face in aligned],
+                           self.batch_size)
+        edited = [EditedFace(edit.aligned.face, edit.aligned, edit.aligned.crop, None) if edit.output is None else
+                  EditedFace(edit.aligned.face, edit.aligned, edit.output.image, edit.output.attention)
+                  for edit in edits]
+        return PhotoEdit(paste_edits(photo, edits, self.blend), edited)
 
     def frames(self, photo: np.ndarray, aus_sequence: np.ndarray | Sequence[np.ndarray],
                source: str | Path | None = None, aligned: list[AlignedFace] | None = None,
@@ -548,13 +561,9 @@ class PhotoAnimator:
         owns = [self.source_aus(face) if self.model.shape is not None else None for face in aligned]
         for start in range(0, length, size):
             stop = min(length, start + size)
-            per_face = []
-            for face, sequence, own in zip(aligned, sequences, owns):
-                warps = [shape_warp(self.model, photo.shape, face, target, own=own) for target in sequence[start:stop]]
-                moved = [warped_face(photo, face, warp) for warp in warps]
-                outputs = paint_faces(self.model, moved, sequence[start:stop], size)
-                per_face.append([(item, warp, None if output is None else output.image)
-                                 for item, warp, output in zip(moved, warps, outputs)])
+            per_face = [edit_faces(self.model, photo, [face] * (stop - start), sequence[start:stop],
+                                   [own] * (stop - start), size)
+                        for face, sequence, own in zip(aligned, sequences, owns)]
             for frame_index in range(stop - start):
                 yield paste_edits(photo, [edits[frame_index] for edits in per_face], self.blend)
 
@@ -611,11 +620,9 @@ def edit_video_frames(model: GANimation, frames: Iterable[np.ndarray], aus_for_f
         if own_aus or (model.shape is not None and face.mesh is not None):
             own = own_filter(face_aus(model, aligned), 1.0 / fps).astype(np.float32)
         target = aus_for_frame(index, own) if own_aus else aus_for_frame(index)
-        warp = shape_warp(model, frame.shape, aligned, target, own=own if face.mesh is not None else None)
-        aligned = warped_face(frame, aligned, warp)
-        result = paint_faces(model, [aligned], [target])[0]
+        edits = edit_faces(model, frame, [aligned], [target], [own])
         edited += 1
-        yield paste_edits(frame, [(aligned, warp, None if result is None else result.image)], blend)
+        yield paste_edits(frame, edits, blend)
     if require_face and edited == 0:
         where = f" of {Path(source).name}" if source is not None else ""
         if smallest_seen is not None:

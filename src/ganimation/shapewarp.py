@@ -379,17 +379,23 @@ class FaceWarp:
         """The warp scaled pixel by pixel by ``weight`` (the region's shape, in [0, 1])."""
         return dataclasses.replace(self, dx=self.dx * weight, dy=self.dy * weight)
 
-    def apply(self, photo: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
-        """``photo`` warped (resampled once, bicubic), written into ``into`` (a copy of ``photo``
-        by default); pixels that do not move are left as ``into`` has them."""
-        result = photo.copy() if into is None else into
+    def resample(self, photo: np.ndarray) -> np.ndarray:
+        """The warped pixels of :attr:`region` (``photo`` resampled once, bicubic)."""
         x0, y0, x1, y1 = self.region
         xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-        resampled = cv2.remap(photo, xs + self.dx, ys + self.dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        return cv2.remap(photo, xs + self.dx, ys + self.dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+    def write(self, patch: np.ndarray, into: np.ndarray) -> np.ndarray:
+        """``into`` with the moving pixels of a :meth:`resample` patch written in place."""
+        x0, y0, x1, y1 = self.region
         moving = self.moving
-        target = result[y0:y1, x0:x1]
-        target[moving] = resampled[moving]
-        return result
+        into[y0:y1, x0:x1][moving] = patch[moving]
+        return into
+
+    def apply(self, photo: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+        """``photo`` warped, written into ``into`` (a copy of ``photo`` by default); pixels that
+        do not move are left as ``into`` has them."""
+        return self.write(self.resample(photo), photo.copy() if into is None else into)
 
 
 def plan_warp(photo_shape: tuple[int, ...], landmarks: np.ndarray, moved: np.ndarray) -> FaceWarp | None:

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ganimation.animation import DEFAULT_BLEND, PhotoAnimator, face_aus, interpolate_aus, paint_faces, paste_edits, shape_warp, warped_face
+from ganimation.animation import DEFAULT_BLEND, PhotoAnimator, face_aus, edit_faces, interpolate_aus, paste_edits
 from ganimation.aus import AU_DESCRIPTIONS, AU_NAMES, EXPRESSIONS, NUM_AUS, AUError, check_au_vector, expression_aus
 from ganimation.checkpoint import CheckpointError
 from ganimation.faces import (
@@ -213,15 +213,13 @@ def render(model: GANimation, state: PhotoState, face_index: int, *slider_values
     The masks are the model's, at crop size: attention is white where the input pixel is kept.
     """
     aligned = state.aligned(face_index, model.image_size)
-    target = slider_aus(*slider_values)
-    warp = shape_warp(model, state.photo.shape, aligned, target)
-    aligned = warped_face(state.photo, aligned, warp)
-    result = paint_faces(model, [aligned], [target])[0]
+    edits = edit_faces(model, state.photo, [aligned], [slider_aus(*slider_values)])
     # The same warp and blend as the animation and the CLI, so the still and the clip agree.
-    photo = paste_edits(state.photo, [(aligned, warp, None if result is None else result.image)], DEFAULT_BLEND)
-    if result is None:  # only the shape moved: the face is all kept, and no colour was painted
-        return photo, np.full((*aligned.crop.shape[:2], 3), 255, np.uint8), aligned.crop
-    return photo, result.attention_image(), result.colour
+    photo = paste_edits(state.photo, edits, DEFAULT_BLEND)
+    edit = edits[0]
+    if edit.output is None:  # only the shape moved: the face is all kept, and no colour was painted
+        return photo, np.full((*edit.aligned.crop.shape[:2], 3), 255, np.uint8), edit.aligned.crop
+    return photo, edit.output.attention_image(), edit.output.colour
 
 
 def render_interpolation(model: GANimation, state: PhotoState, face_index: int, target_aus: Sequence[float],
