@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 import torch
 
-from ganimation.aus import NUM_AUS
+from ganimation.aus import AU_NAMES, NUM_AUS
+from ganimation.facemesh import LEFT_EYE_CORNERS, MOUTH_CORNERS, RIGHT_EYE_CORNERS
 
 #: Landmarks of the face oval (MediaPipe's ``FACEMESH_FACE_OVAL``, in order around the face).
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
@@ -127,18 +128,14 @@ AU_REGIONS: dict[str, tuple[float, float, str, float]] = {
     "AU15": (0.3, 3.0, "any", 0.0), "AU17": (0.3, 3.0, "any", 0.0), "AU20": (0.3, 3.0, "any", 0.0),
     "AU23": (0.3, 3.0, "any", 0.0), "AU25": (0.3, 3.0, "any", 0.0), "AU26": (0.3, 3.0, "any", 0.0),
 }
-_EYES = ((33, 133), (362, 263))
-_MOUTH = (61, 291)
 
 
 def au_regions(mean: np.ndarray) -> np.ndarray:
     """``(478, 17)`` booleans: which AUs may move each landmark of a face ``(478, 2)``
     (:data:`AU_REGIONS`; the face's outline above the mouth moves with none)."""
-    from ganimation.aus import AU_NAMES
-
-    eyes = np.array([mean[list(pair)].mean(0) for pair in _EYES])
+    eyes = np.array([mean[list(pair)].mean(0) for pair in (LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS)])
     eye_distance = float(np.linalg.norm(eyes[1] - eyes[0]))
-    mouth_y = mean[list(_MOUTH), 1].mean()
+    mouth_y = mean[list(MOUTH_CORNERS), 1].mean()
     height = (mean[:, 1] - eyes[:, 1].mean()) / (mouth_y - eyes[:, 1].mean())
     from_eye = np.linalg.norm(mean[:, None] - eyes[None], axis=-1).min(1) / eye_distance
     from_midline = np.abs(mean[:, 0] - eyes[:, 0].mean()) / eye_distance
