@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import save_file
 
+from ganimation.annotate import source_group
 from ganimation.aus import AU_NAMES
 from ganimation.checkpoint import read_model_file, save_model_file
 from ganimation.inference import GENERATOR_DOMAIN, GANimation, resolve_model_path
@@ -27,9 +28,7 @@ def source_groups(aus_csv: Path, names: np.ndarray) -> list[str]:
     """Each crop's group: the folder its photo came from, or its video."""
     with open(aus_csv, newline="") as handle:
         sources = {row["filename"]: row["source"] for row in csv.DictReader(handle)}
-    # a video frame's source is VIDEO#FRAME
-    return [source.split("#")[0] if "#" in source else str(Path(source).parent)
-            for source in (sources[str(name)] for name in names)]
+    return [source_group(sources[str(name)]) for name in names]
 
 
 def main() -> None:

@@ -69,6 +69,12 @@ class Item:
         return base.rsplit(".", 1)[0] if self.frame is None else base.replace(".", "_")
 
 
+def source_group(source: str) -> str:
+    """The group of a crop from its ``source`` column: a video frame's source is ``VIDEO#FRAME``
+    (:attr:`Item.key`) and its group the video; a photo's group is its folder (a person's photos)."""
+    return source.split("#")[0] if "#" in source else str(Path(source).parent)
+
+
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
