@@ -4,7 +4,8 @@
     python scripts/train_texture.py data/real/train data/real/train_landmarks.npz --run runs/texture \
         --init runs/real64b --shape bundled -o texture.safetensors
 
-Resumable: run it again with the same --run to go on from the last checkpoint. The model file holds
+Resumable: run it again with the same --run to go on from the last checkpoint (with --steps at or
+below the checkpoint's step it only writes the model file of that checkpoint). The model file holds
 the generator in float16, the shape model of --shape, and ``generator_domain: real``, so that
 ``ganimation animate`` warps a face and then lets the generator paint over the warped crop.
 """
@@ -65,10 +66,11 @@ def main() -> None:
                                checkpoint_every=args.checkpoint_every)
     state = train_texture(generator, pairs, args.run, settings, samples=sample_pairs(pairs, 10))
     if args.output:
-        generator.load_state_dict(torch.load(state, map_location="cpu", weights_only=True)["generator"])
+        saved = torch.load(state, map_location="cpu", weights_only=True)
+        generator.load_state_dict(saved["generator"])
         shape = GANimation.load(args.shape, device="cpu").shape
         extra = {GENERATOR_DOMAIN: "real",
-                 "texture": f"scripts/train_texture.py, {settings.steps} steps of batch {settings.batch_size} "
+                 "texture": f"scripts/train_texture.py, {saved['step']} steps of batch {settings.batch_size} "
                             f"at {args.size} px on {len(names)} crops, from {args.init}"}
         save_model_file(args.output, generator, None, config, half=True, extra=extra, shape=shape)
         print(f"-> {args.output}")

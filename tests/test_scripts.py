@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,33 @@ def test_fit_shape_model_writes_a_model_file_that_moves_faces(tmp_path: Path) ->
     assert model.shape is not None and not model.paints_photos and model.discriminator is None
     assert model.shape.basis[AU_NAMES.index("AU26"), 152, 1] == pytest.approx(0.05, abs=2e-3)
     assert np.abs(model.shape.basis[AU_NAMES.index("AU01")]).max() < 2e-3
+
+
+def test_train_texture_trains_resumes_and_writes_a_model_that_paints_photos(tmp_path: Path) -> None:
+    bundled = GANimation.load(device="cpu")
+    assert bundled.shape is not None
+    rng = np.random.default_rng(0)
+    count = 6
+    crops = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(count)]
+    sources = [f"/clips/d1.mp4#{index:06d}" for index in range(4)] + ["/faces/a/1.jpg", "/faces/a/2.jpg"]
+    write_annotated(tmp_path / "data", crops, sources)
+    landmarks = np.repeat(bundled.shape.mean[None], count, axis=0)
+    landmarks[:, [14, 17, 152], 1] += np.linspace(0.0, 0.04, count)[:, None]  # the jaw drops along the clip
+    np.savez(tmp_path / "landmarks.npz", names=np.array([f"crop{i}.png" for i in range(count)]),
+             landmarks=landmarks, aus=rng.uniform(0, 1, (count, NUM_AUS)))
+    model_file = tiny_model_file(tmp_path / "tiny.safetensors", critic=False)
+    common = [tmp_path / "data", tmp_path / "landmarks.npz", "--run", tmp_path / "run", "--init", model_file,
+              "--shape", "bundled", "--size", 32, "--batch-size", 2, "--workers", 0, "--checkpoint-every", 2]
+    first = run_script("train_texture.py", *common, "--steps", 2)
+    assert first.returncode == 0, first.stderr
+    assert not (tmp_path / "texture.safetensors").exists()
+    second = run_script("train_texture.py", *common, "--steps", 4, "-o", tmp_path / "texture.safetensors")
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr and "at step 2" in second.stderr
+    model = GANimation.load(tmp_path / "texture.safetensors", device="cpu")
+    assert model.paints_photos and model.generator_domain == "real" and model.discriminator is None
+    assert model.image_size == 32 and model.shape is not None
+    assert np.array_equal(model.shape.basis, bundled.shape.basis)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 4]  # every 25 steps and at each run's end
+    assert sorted((tmp_path / "run" / "samples").iterdir())[-1].name == "000004.png"

@@ -130,10 +130,12 @@ def to_unit_range(image: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
-def attention_target(image: Tensor, colour: Tensor, target: Tensor, margin: float = 0.02, window: int = 5) -> Tensor:
+def attention_target(image: Tensor, colour: Tensor, target: Tensor, margin: float = 0.08, window: int = 5) -> Tensor:
     """Where the warped input should be kept (1) or the colour mask shown (0): 0 where ``colour``
     is closer to ``target`` than the input by more than ``margin`` (mean L1 over a ``window``
-    square, so that a mask is not decided by single noisy pixels). ``(B, 1, H, W)``, no gradient."""
+    square, so that a mask is not decided by single noisy pixels). The margin (4 % of the range)
+    is above what two frames of a clip differ by in light and noise: the mask opens for what the
+    warp got wrong, not for a blurred copy of the target's lighting. ``(B, 1, H, W)``, no gradient."""
     with torch.no_grad():
         gain = (image - target).abs().mean(1, keepdim=True) - (colour - target).abs().mean(1, keepdim=True)
         gain = torch.nn.functional.avg_pool2d(gain, window, stride=1, padding=window // 2, count_include_pad=False)
@@ -141,14 +143,15 @@ def attention_target(image: Tensor, colour: Tensor, target: Tensor, margin: floa
 
 
 def texture_loss(output: GeneratorOutput, image: Tensor, target: Tensor, mask: Tensor, lambda_colour: float = 1.0,
-                 lambda_mask: float = 0.1, lambda_tv: float = 1e-5) -> tuple[Tensor, dict[str, float]]:
+                 lambda_mask: float = 0.1, lambda_tv: float = 1e-5, margin: float = 0.08
+                 ) -> tuple[Tensor, dict[str, float]]:
     """The pair loss, all inside the paste ``mask`` ``(H, W)``:
 
     * L1 of the edit ``A * image + (1 - A) * C`` to ``target``;
     * ``lambda_colour`` x L1 of the colour mask C itself to ``target``: through the edit alone C
       learns only where A already lets it show, and A lets it show only where C is already good;
     * ``lambda_mask`` x the binary cross-entropy of A against :func:`attention_target` (keep the
-      input unless C is plainly better). Its gradient on A's logit is ``A - target`` and does not
+      input unless C is better by ``margin``). Its gradient on A's logit is ``A - target`` and does not
       vanish as the sigmoid saturates, so a mask that has learned to keep the input everywhere can
       still learn to open where the colour mask becomes better (an L1 or mean(A) term cannot);
     * ``lambda_tv`` x the paper's attention smoothness (eq. 2, :func:`ganimation.losses.total_variation`).
@@ -165,7 +168,7 @@ def texture_loss(output: GeneratorOutput, image: Tensor, target: Tensor, mask: T
 
     edit = masked_l1(output.image, target)
     colour = masked_l1(output.colour, target)
-    keep = attention_target(image, output.colour, target)
+    keep = attention_target(image, output.colour, target, margin)
     # unclamped: BCE's backward divides by A (1 - A), which cancels the sigmoid's gradient exactly
     mask_loss = (torch.nn.functional.binary_cross_entropy(output.attention.float(), keep, reduction="none")
                  * weight).sum() / norm
@@ -186,6 +189,7 @@ class TextureTraining:
     lambda_colour: float = 1.0
     lambda_mask: float = 0.1
     lambda_tv: float = 1e-5
+    mask_margin: float = 0.08
     checkpoint_every: int = 250
     log_every: int = 25
     workers: int = 1
@@ -232,7 +236,7 @@ def train_texture(generator: Generator, pairs: WarpedPairs, run: str | Path, set
         for batch in loader:
             output = generator(batch["input"], batch["aus"])
             loss, parts = texture_loss(output, batch["input"], batch["target"], mask, settings.lambda_colour,
-                                       settings.lambda_mask, settings.lambda_tv)
+                                       settings.lambda_mask, settings.lambda_tv, settings.mask_margin)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -240,7 +244,7 @@ def train_texture(generator: Generator, pairs: WarpedPairs, run: str | Path, set
             progress.update(1)
             for key, value in parts.items():
                 running.setdefault(key, []).append(value)
-            if step % settings.log_every == 0:
+            if step % settings.log_every == 0 or step == settings.steps:
                 means = {key: float(np.mean(values)) for key, values in running.items()}
                 running.clear()
                 progress.set_postfix({key: f"{value:.4g}" for key, value in means.items()})
