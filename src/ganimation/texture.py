@@ -9,7 +9,7 @@ on top of the warp.
 The paper learns from unpaired photos through a critic. On real faces and a CPU budget that
 critic's AU head was fooled by patches of colour long before the generator learned a mouth
 (docs/real_model.md). Here the supervision is direct instead: two photos of **the same face**
-(two frames of a clip, two photos of a person) ``a`` and ``b``. Crop ``a`` is warped so that its
+``a`` and ``b`` (two frames of a clip; :class:`WarpedPairs` pairs whatever shares a group). Crop ``a`` is warped so that its
 landmarks land on ``b``'s (thin-plate spline, the warp :mod:`ganimation.shapewarp` uses on
 photos), and the generator, given that warped crop and ``b``'s AUs, is asked for ``b``. What the
 warp leaves between them is exactly texture. Identical pairs (``a = b``) teach it to leave a face
