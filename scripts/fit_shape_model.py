@@ -11,13 +11,12 @@ model inside (without ``--model``, a file of the shape model's tensors alone).
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 from safetensors.torch import save_file
 
-from ganimation.annotate import source_group
+from ganimation.annotate import crop_sources, source_group
 from ganimation.aus import AU_NAMES
 from ganimation.checkpoint import read_model_file, save_model_file
 from ganimation.inference import GENERATOR_DOMAIN, GANimation, resolve_model_path
@@ -26,8 +25,7 @@ from ganimation.shapewarp import fit_shape_model, pose_features
 
 def source_groups(aus_csv: Path, names: np.ndarray) -> list[str]:
     """Each crop's group: the folder its photo came from, or its video."""
-    with open(aus_csv, newline="") as handle:
-        sources = {row["filename"]: row["source"] for row in csv.DictReader(handle)}
+    sources = crop_sources(aus_csv)
     return [source_group(sources[str(name)]) for name in names]
 
 

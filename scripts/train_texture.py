@@ -13,7 +13,6 @@ the generator in float16, the shape model of --shape, and ``generator_domain: re
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import logging
 from pathlib import Path
@@ -21,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ganimation.annotate import CSV_NAME, IMAGES, crop_sources, source_group
 from ganimation.checkpoint import save_model_file
 from ganimation.inference import GENERATOR_DOMAIN, GANimation
 from ganimation.networks import Generator
-from ganimation.annotate import source_group
 from ganimation.texture import PairConfig, TextureTraining, WarpedPairs, sample_pairs, train_texture
 
 
@@ -51,12 +50,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     data = np.load(args.landmarks)
-    with open(args.folder / "aus.csv", newline="") as handle:
-        sources = {row["filename"]: row["source"] for row in csv.DictReader(handle)}
+    sources = crop_sources(args.folder / CSV_NAME)
     names = [str(name) for name in data["names"]]
     # a crop alone in its group is only ever paired with itself (the zero edit)
     groups = [source_group(sources[name]) if args.photo_pairs or "#" in sources[name] else name for name in names]
-    pairs = WarpedPairs(args.folder / "images", names, data["landmarks"], data["aus"], groups, args.size, PairConfig())
+    pairs = WarpedPairs(args.folder / IMAGES, names, data["landmarks"], data["aus"], groups, args.size, PairConfig())
 
     start = GANimation.load(args.init, device="cpu")
     config = dataclasses.replace(start.config, image_size=args.size)

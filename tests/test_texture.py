@@ -14,6 +14,7 @@ from PIL import Image
 from ganimation.annotate import source_group
 from ganimation.aus import NUM_AUS
 from ganimation.config import ModelConfig
+from ganimation.files import ImageReadError
 from ganimation.inference import GANimation
 from ganimation.networks import Generator, GeneratorOutput
 from ganimation.shapewarp import pose_features, warp_photo
@@ -103,7 +104,7 @@ def test_mismatched_inputs_are_refused(tmp_path: Path, mean_face: np.ndarray) ->
         WarpedPairs(tmp_path, ["a.png"], mean_face[None], np.zeros((2, NUM_AUS)), ["g"], SIZE)
     pairs = make_pairs(tmp_path / "images", mean_face, ["only"])
     pairs.names[0] = "missing.png"
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    with pytest.raises(ImageReadError, match="missing.png"):
         pairs[0]
 
 

@@ -20,6 +20,7 @@ share the video's name, photos in a sub-folder of an input folder share the sub-
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -73,6 +74,12 @@ def source_group(source: str) -> str:
     """The group of a crop from its ``source`` column: a video frame's source is ``VIDEO#FRAME``
     (:attr:`Item.key`) and its group the video; a photo's group is its folder (a person's photos)."""
     return source.split("#")[0] if "#" in source else str(Path(source).parent)
+
+
+def crop_sources(aus_csv: str | os.PathLike[str]) -> dict[str, str]:
+    """``filename -> source`` of every crop listed in an annotated folder's ``aus.csv``."""
+    with open(aus_csv, newline="") as handle:
+        return {row["filename"]: row["source"] for row in csv.DictReader(handle)}
 
 
 # --------------------------------------------------------------------------------------------

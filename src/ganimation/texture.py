@@ -27,6 +27,7 @@ the colour mask's 128 px over a sharp photo. Adam with the paper's settings (1e-
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ from torch import Tensor
 
 from ganimation.aus import NUM_AUS
 from ganimation.faces import blend_mask
+from ganimation.files import load_image, save_image
+from ganimation.losses import total_variation
 from ganimation.networks import Generator, GeneratorOutput
 from ganimation.shapewarp import pose_features, warp_photo
 
@@ -106,11 +109,7 @@ class WarpedPairs(torch.utils.data.Dataset):
         return (first, int(rng.choice(close))) if len(close) else (first, first)
 
     def image(self, index: int) -> np.ndarray:
-        path = self.folder / self.names[index]
-        picture = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if picture is None:
-            raise FileNotFoundError(f"cannot read training crop {path}")
-        picture = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
+        picture = load_image(self.folder / self.names[index])
         return picture if picture.shape[0] == self.size else cv2.resize(picture, (self.size, self.size),
                                                                         interpolation=cv2.INTER_AREA)
 
@@ -158,8 +157,6 @@ def texture_loss(output: GeneratorOutput, image: Tensor, target: Tensor, mask: T
 
     Returns the total and its parts as floats for logging (``painted``: the mean of ``1 - A``).
     """
-    from ganimation.losses import total_variation
-
     weight = mask.to(target.dtype)[None, None]
     norm = weight.sum() * target.shape[0]
 
@@ -272,16 +269,13 @@ def write_samples(generator: Generator, pairs: WarpedPairs, indices: Sequence[in
             output.attention.expand(-1, 3, -1, -1) * 2.0 - 1.0]
     grid = torch.cat([torch.cat(list(row), dim=2) for row in rows], dim=1)  # (3, 4H, nW)
     picture = ((grid.clamp(-1, 1) + 1.0) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    save_image(path, picture)
 
 
 def sample_pairs(pairs: WarpedPairs, count: int, seed: int = 1) -> list[int]:
-    """``count`` item indices (beyond any training step's) whose two crops differ, for sample grids."""
-    found, index = [], 10**8 + seed * 10**6
-    while len(found) < count and index < 10**8 + seed * 10**6 + 100 * max(count, 1):
-        first, second = pairs.pair(index)
-        if first != second:
-            found.append(index)
-        index += 1
-    return found
+    """Up to ``count`` item indices (beyond any training step's) whose two crops differ, for sample
+    grids; fewer when the first ``100 * count`` candidates hold fewer such pairs."""
+    start = 10**8 + seed * 10**6
+    differing = (index for index in range(start, start + 100 * count) if len(set(pairs.pair(index))) == 2)
+    return list(itertools.islice(differing, count))
 
