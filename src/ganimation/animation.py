@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ganimation.aureader import read_aus
+from ganimation.appearance import ratio_on_photo
 from ganimation.shapewarp import FaceWarp, moved_landmarks, plan_warp
 from ganimation.facemesh import FaceMesh, MeshFace, compose_affine, roi_from_landmarks
 from ganimation.aus import NUM_AUS, AUError, aus_from_mapping, expression_aus
@@ -410,17 +411,20 @@ WARP_MARGIN = 0.3
 def shape_warp(model: GANimation, photo_shape: tuple[int, ...], aligned: AlignedFace, target: np.ndarray,
                own: np.ndarray | None = None) -> FaceWarp | None:
     """The warp that moves a face's landmarks along the model's shape model (:mod:`ganimation.shapewarp`)
-    from its own AUs (``own``, else read from its landmarks) to ``target``; None for a model
-    without one, a face without landmarks, or when nothing moves."""
+    from its own AUs (``own``, else read from its landmarks) to ``target``, shaded by its
+    appearance model when it has one (:mod:`ganimation.appearance`); None for a model without a
+    shape model, a face without landmarks, or when nothing moves."""
     mesh = aligned.face.mesh
     if model.shape is None or mesh is None:
         return None
     own = read_aus(mesh) if own is None else np.asarray(own, dtype=np.float32)
-    moved = moved_landmarks(mesh.landmarks, aligned.matrix, aligned.size, model.shape,
-                            np.asarray(target, dtype=np.float32) - own)
+    delta = np.asarray(target, dtype=np.float32) - own
+    moved = moved_landmarks(mesh.landmarks, aligned.matrix, aligned.size, model.shape, delta)
     warp = plan_warp(photo_shape, mesh.landmarks, moved)
     if warp is None:
         return None
+    if model.appearance is not None:  # the shading the movement shows, over the moved face
+        warp = dataclasses.replace(warp, gain=ratio_on_photo(model.appearance, moved, warp.region, delta))
     # held within the paste mask of a crop with a margin (WARP_MARGIN): a moving jaw needs room
     # below the chin to fade out, which the model's tight crop does not leave
     x0, y0, x1, y1 = warp.region

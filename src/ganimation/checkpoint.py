@@ -30,6 +30,7 @@ from torch import nn
 from ganimation import __version__
 from ganimation.config import ConfigError, ModelConfig
 from ganimation.files import disk_full_explained
+from ganimation.appearance import AppearanceModel
 from ganimation.shapewarp import ShapeModel
 
 logger = logging.getLogger(__name__)
@@ -88,9 +89,10 @@ def model_tensors(generator: nn.Module, discriminator: nn.Module | None,
 
 def save_model_file(path: str | os.PathLike[str], generator: nn.Module, discriminator: nn.Module | None,
                     model_config: ModelConfig, *, half: bool = False, extra: dict[str, Any] | None = None,
-                    shape: ShapeModel | None = None) -> Path:
-    """Write the inference artefact atomically; ``half`` stores weights as float16 (the
-    ``shape`` model, :mod:`ganimation.shapewarp`, stays float32: it is a few hundred kB)."""
+                    shape: ShapeModel | None = None, appearance: AppearanceModel | None = None) -> Path:
+    """Write the inference artefact atomically; ``half`` stores weights (and the ``appearance``
+    model's maps, :mod:`ganimation.appearance`) as float16 (the ``shape`` model,
+    :mod:`ganimation.shapewarp`, stays float32: it is a few hundred kB)."""
     from ganimation.files import atomic_output
 
     metadata = {
@@ -104,6 +106,10 @@ def save_model_file(path: str | os.PathLike[str], generator: nn.Module, discrimi
     tensors = model_tensors(generator, discriminator, torch.float16 if half else None)
     if shape is not None:
         tensors.update(shape.state_dict())
+    if appearance is not None:
+        tensors.update(appearance.state_dict())
+        if half:
+            tensors["appearance.basis"] = tensors["appearance.basis"].half()
     target = Path(path)
     with atomic_output(target) as temp:
         save_file(tensors, str(temp), metadata=metadata)
@@ -181,9 +187,10 @@ def check_model_tensors(config: ModelConfig, tensors: dict[str, torch.Tensor], s
                 for key, value in module.state_dict().items()}
     try:
         ShapeModel.from_state_dict(split_prefix(tensors, "shape", keep_prefix=True))
+        AppearanceModel.from_state_dict(split_prefix(tensors, "appearance", keep_prefix=True))
     except ValueError as error:
         raise CheckpointError(f"{source}: {error}") from None
-    tensors = {key: value for key, value in tensors.items() if not key.startswith("shape.")}
+    tensors = {key: value for key, value in tensors.items() if not key.startswith(("shape.", "appearance."))}
     with_critic = any(name.startswith("discriminator.") for name in tensors)
     missing = sorted(key for key in expected if key not in tensors
                      and (key.startswith("generator.") or with_critic))

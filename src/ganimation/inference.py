@@ -26,6 +26,7 @@ from ganimation.checkpoint import (
 from ganimation.config import ModelConfig, resolve_device
 from ganimation.networks import Discriminator, Generator
 from ganimation.runtime import use_bf16
+from ganimation.appearance import AppearanceModel
 from ganimation.shapewarp import ShapeModel
 
 logger = logging.getLogger(__name__)
@@ -103,11 +104,14 @@ class GANimation:
 
     def __init__(self, generator: Generator, discriminator: Discriminator | None, config: ModelConfig,
                  device: torch.device | str = "cpu", source: str = "", bf16: bool = False,
-                 shape: ShapeModel | None = None) -> None:
+                 shape: ShapeModel | None = None, appearance: AppearanceModel | None = None) -> None:
         self.config = config
         #: the expression's shape (:mod:`ganimation.shapewarp`, not the paper's): photo edits move
         #: the face's landmarks along it before the generator paints; None for the paper's model alone
         self.shape = shape
+        #: the expression's shading (:mod:`ganimation.appearance`, not the paper's): a ratio image
+        #: over the warped face; used only with a shape model, None without one
+        self.appearance = appearance
         #: what the generator was trained on, as its model file says ("synthetic", or "" unknown)
         self.generator_domain = ""
         self.device = torch.device(device)
@@ -150,8 +154,11 @@ class GANimation:
             if module is not None:
                 module.float()
         shape = ShapeModel.from_state_dict(split_prefix(tensors, "shape", keep_prefix=True))
-        logger.debug("loaded %s (%s%s)", model_path, config, ", with a shape model" if shape else "")
-        model = cls(generator, discriminator, config, resolved, source=str(model_path), bf16=bf16, shape=shape)
+        appearance = AppearanceModel.from_state_dict(split_prefix(tensors, "appearance", keep_prefix=True))
+        logger.debug("loaded %s (%s%s%s)", model_path, config, ", with a shape model" if shape else "",
+                     ", with an appearance model" if appearance else "")
+        model = cls(generator, discriminator, config, resolved, source=str(model_path), bf16=bf16, shape=shape,
+                    appearance=appearance)
         model.generator_domain = str(extra.get(GENERATOR_DOMAIN, ""))
         return model
 

@@ -130,16 +130,24 @@ AU_REGIONS: dict[str, tuple[float, float, str, float]] = {
 }
 
 
-def au_regions(mean: np.ndarray) -> np.ndarray:
-    """``(478, 17)`` booleans: which AUs may move each landmark of a face ``(478, 2)``
-    (:data:`AU_REGIONS`; the face's outline above the mouth moves with none)."""
+def eye_distance(landmarks: np.ndarray) -> float:
+    """Distance between the outer eye corners of one face's landmarks ``(478, 2)``."""
+    return float(np.linalg.norm(landmarks[_EYE_CORNERS[1], :2] - landmarks[_EYE_CORNERS[0], :2]))
+
+
+def au_regions(mean: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+    """``(P, 17)`` booleans: which AUs may move (or, for :mod:`ganimation.appearance`, shade) each
+    of ``points`` ``(P, 2)`` of a face whose landmarks are ``mean`` ``(478, 2)``
+    (:data:`AU_REGIONS`). Without ``points``: the landmarks themselves, where the face's outline
+    above the mouth moves with none."""
     eyes = np.array([mean[list(pair)].mean(0) for pair in (LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS)])
-    eye_distance = float(np.linalg.norm(eyes[1] - eyes[0]))
+    eye_span = float(np.linalg.norm(eyes[1] - eyes[0]))
     mouth_y = mean[list(MOUTH_CORNERS), 1].mean()
-    height = (mean[:, 1] - eyes[:, 1].mean()) / (mouth_y - eyes[:, 1].mean())
-    from_eye = np.linalg.norm(mean[:, None] - eyes[None], axis=-1).min(1) / eye_distance
-    from_midline = np.abs(mean[:, 0] - eyes[:, 0].mean()) / eye_distance
-    allowed = np.zeros((NUM_LANDMARKS, NUM_AUS), bool)
+    where = mean if points is None else np.asarray(points, dtype=np.float64)
+    height = (where[:, 1] - eyes[:, 1].mean()) / (mouth_y - eyes[:, 1].mean())
+    from_eye = np.linalg.norm(where[:, None] - eyes[None], axis=-1).min(1) / eye_span
+    from_midline = np.abs(where[:, 0] - eyes[:, 0].mean()) / eye_span
+    allowed = np.zeros((len(where), NUM_AUS), bool)
     for column, name in enumerate(AU_NAMES):
         low, high, reach_from, reach = AU_REGIONS[name]
         inside = (height >= low) & (height <= high)
@@ -148,6 +156,8 @@ def au_regions(mean: np.ndarray) -> np.ndarray:
         elif reach_from == "midline":
             inside &= from_midline <= reach
         allowed[:, column] = inside
+    if points is not None:
+        return allowed
     # the face's outline is bone: only the jaw moves it (AU26 drops the jaw, AU17 pushes the chin
     # up). Fitted freely, it would learn the wider lower face of the photos where people smile.
     outline = np.zeros(NUM_LANDMARKS, bool)
@@ -189,27 +199,40 @@ def fit_shape_model(landmarks: np.ndarray, aus: np.ndarray, ridge: float = 1e-3,
         design = covariates - centre
         residual_targets = landmarks - target_mean
     else:
-        design, residual_targets = _within_groups(covariates, landmarks, groups)
-    allowed = au_regions(target_mean)
-    basis = np.zeros((NUM_AUS, NUM_LANDMARKS, 2))
-    neutral = target_mean.copy()
-    # landmarks with the same allowed AUs share one solve
+        design, residual_targets = within_groups(covariates, landmarks, groups)
+    coefficients = regional_least_squares(design, residual_targets, au_regions(target_mean), ridge)
+    # the mean face is the neutral, frontal one: the fit at zero AUs and the average pose
+    neutral = target_mean - np.tensordot(centre[:NUM_AUS], coefficients, axes=1)
+    return ShapeModel(neutral, coefficients)
+
+
+def regional_least_squares(design: np.ndarray, targets: np.ndarray, allowed: np.ndarray,
+                           ridge: float) -> np.ndarray:
+    """Ridge least squares of ``targets`` ``(N, P, D)`` on centred ``design`` ``(N, 17 + C)`` (the
+    AUs, then nuisance covariates such as pose), each of the ``P`` points on only the AUs
+    ``allowed`` ``(P, 17)`` there and on every nuisance column.
+
+    Returns the AU coefficients ``(17, P, D)``, 0 where an AU is not allowed. ``ridge`` is
+    relative to each column's variance, so rare AUs do not take noise.
+    """
+    count, points, depth = targets.shape
+    coefficients = np.zeros((NUM_AUS, points, depth))
+    # points with the same allowed AUs share one solve
     for pattern in np.unique(allowed, axis=0):
         members = np.flatnonzero((allowed == pattern).all(1))
         columns = np.concatenate([np.flatnonzero(pattern), np.arange(NUM_AUS, design.shape[1])])
         sub = design[:, columns]
         gram = sub.T @ sub
         gram += ridge * np.diag(np.diag(gram)) + 1e-9 * np.eye(len(gram))
-        coefficients = np.linalg.solve(gram, sub.T @ residual_targets[:, members].reshape(len(sub), -1))
-        au_rows = coefficients[: int(pattern.sum())].reshape(-1, len(members), 2)
-        basis[np.flatnonzero(pattern)[:, None], members[None, :]] = au_rows
-        # the mean face is the neutral, frontal one: the fit at zero AUs and the average pose
-        neutral[members] -= (centre[np.flatnonzero(pattern)] @ coefficients[: int(pattern.sum())]).reshape(len(members), 2)
-    return ShapeModel(neutral, basis)
+        solved = np.linalg.solve(gram, sub.T @ targets[:, members].reshape(count, -1))
+        coefficients[np.flatnonzero(pattern)[:, None], members[None, :]] = \
+            solved[: int(pattern.sum())].reshape(-1, len(members), depth)
+    return coefficients
 
 
-def _within_groups(covariates: np.ndarray, landmarks: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Covariates and landmarks of the faces in groups of two or more, less their group's means."""
+def within_groups(covariates: np.ndarray, landmarks: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Covariates and targets (landmarks, textures: any ``(N, ...)``) of the faces in groups of two
+    or more, less their group's means."""
     names = np.asarray(list(groups))
     if len(names) != len(landmarks):
         raise ValueError(f"{len(names)} group names for {len(landmarks)} faces")
@@ -268,6 +291,11 @@ def _anchors(landmarks: np.ndarray, ring: float) -> np.ndarray:
     return centre + ring * (oval - centre)
 
 
+def anchor_points(landmarks: np.ndarray) -> np.ndarray:
+    """The warp's still anchors of one face: its oval pushed out to both rings (:data:`_ANCHOR_RINGS`)."""
+    return np.concatenate([_anchors(landmarks, ring) for ring in _ANCHOR_RINGS])
+
+
 def face_displacement(landmarks: np.ndarray, moved: np.ndarray, grid: int = _GRID) -> tuple[np.ndarray, np.ndarray]:
     """The backward displacement field of a face whose landmarks go from ``landmarks`` to
     ``moved`` (``(478, 2)``, photo pixels), on a ``grid x grid`` lattice over the face's box.
@@ -286,7 +314,7 @@ def face_displacement(landmarks: np.ndarray, moved: np.ndarray, grid: int = _GRI
     lattice = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
     # in eye distances from the face's centre, so the smoothing means the same on every face
     centre = landmarks.mean(0)
-    unit = max(float(np.linalg.norm(landmarks[_EYE_CORNERS[1]] - landmarks[_EYE_CORNERS[0]])), 1e-6)
+    unit = max(eye_distance(landmarks), 1e-6)
     field = unit * (thin_plate_map((targets - centre) / unit, (sources - centre) / unit, (lattice - centre) / unit)
                     - (lattice - centre) / unit)
     # fade from the inner ring (full) to the outer ring (nothing), along rays from the centre
@@ -362,25 +390,38 @@ def moved_landmarks(landmarks: np.ndarray, matrix: np.ndarray, size: int, shape:
 @dataclasses.dataclass(frozen=True)
 class FaceWarp:
     """One face's warp in a photo: for each pixel of ``region`` (``x0, y0, x1, y1``), the offset
-    ``(dx, dy)`` (photo pixels) to where it takes its colour from."""
+    ``(dx, dy)`` (photo pixels) to where it takes its colour from, and optionally a ``gain`` that
+    multiplies the warped pixels (the appearance model's ratio image, :mod:`ganimation.appearance`)."""
 
     region: tuple[int, int, int, int]
     dx: np.ndarray
     dy: np.ndarray
+    gain: np.ndarray | None = None
 
     @property
     def moving(self) -> np.ndarray:
-        return (np.abs(self.dx) > 1e-3) | (np.abs(self.dy) > 1e-3)
+        moving = (np.abs(self.dx) > 1e-3) | (np.abs(self.dy) > 1e-3)
+        return moving if self.gain is None else moving | (np.abs(self.gain - 1.0) > 1e-3)
 
     def faded(self, weight: np.ndarray) -> FaceWarp:
-        """The warp scaled pixel by pixel by ``weight`` (the region's shape, in [0, 1])."""
-        return dataclasses.replace(self, dx=self.dx * weight, dy=self.dy * weight)
+        """The warp scaled pixel by pixel by ``weight`` (the region's shape, in [0, 1]); the gain
+        fades in the log domain, to 1 where the weight is 0."""
+        gain = None if self.gain is None else np.power(self.gain, weight).astype(np.float32)
+        return dataclasses.replace(self, dx=self.dx * weight, dy=self.dy * weight, gain=gain)
 
     def resample(self, photo: np.ndarray) -> np.ndarray:
-        """The warped pixels of :attr:`region` (``photo`` resampled once, bicubic)."""
+        """The warped pixels of :attr:`region` (``photo`` resampled once, bicubic, times the gain)."""
         x0, y0, x1, y1 = self.region
         xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-        return cv2.remap(photo, xs + self.dx, ys + self.dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        patch = cv2.remap(photo, xs + self.dx, ys + self.dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        if self.gain is None:
+            return patch
+        gain = self.gain if patch.ndim == 2 else self.gain[..., None]
+        shaded = patch.astype(np.float32) * gain
+        if np.issubdtype(patch.dtype, np.integer):
+            info = np.iinfo(patch.dtype)
+            shaded = np.clip(np.rint(shaded), info.min, info.max)
+        return shaded.astype(patch.dtype)
 
     def write(self, patch: np.ndarray, into: np.ndarray) -> np.ndarray:
         """``into`` with the moving pixels of a :meth:`resample` patch written in place."""

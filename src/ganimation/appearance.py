@@ -1,0 +1,193 @@
+"""The expression's shading: how an AU changes a face's light and dark, as a ratio image.
+
+**Not the paper's.** The shape warp (:mod:`ganimation.shapewarp`) moves a face's features, but
+an expression is also what a movement *shows*: the dark inside of an opening mouth, teeth, the
+furrow between lowered brows, the creases of a smile. GANimation paints these with its colour
+mask; a generator trained on a CPU budget only smudged them (docs/real_model.md). This module
+learns them the classical way, as a linear appearance model in a shape-free frame (Cootes,
+Edwards & Taylor, *Active Appearance Models*, 1998) applied as an expression ratio image (Liu,
+Shan & Zhang, *Expressive Expression Mapping with Ratio Images*, 2001):
+
+* every training crop is warped from its own landmarks onto one **reference shape** (the shape
+  model's neutral face with the mouth open, so the inside of a mouth has room in it);
+* there, the log-luminance of each pixel is fitted by least squares on the AUs, within each
+  person's or clip's faces (so skin, light and make-up are not learned as expressions), each AU
+  within its part of the face (:data:`ganimation.shapewarp.AU_REGIONS`), head pose held apart;
+* an edit multiplies the warped face by ``exp(basis · (target - own))`` carried from the
+  reference frame onto the face's moved landmarks. A ratio, not a colour: it darkens and
+  lightens the face's own skin, so a grey photo stays grey, and asking for the face's own AUs
+  gives a ratio of exactly 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ganimation.aus import AU_NAMES, NUM_AUS, aus_from_mapping
+from ganimation.shapewarp import (CONTROL_POINTS, FACE_OVAL, NUM_LANDMARKS, ShapeModel, au_regions, anchor_points,
+                                  eye_distance, pose_features, regional_least_squares, thin_plate_map,
+                                  within_groups)
+
+#: Side of the reference frame in pixels; it spans the model's crop (crop widths 0..1).
+TEXTURE_SIZE = 128
+#: The reference shape opens the mouth this far, so its inside has room in the frame.
+REFERENCE_MOUTH = {"AU25": 1.0, "AU26": 1.0}
+#: The frame-to-frame maps are spline-evaluated on a lattice this fine, then interpolated.
+_LATTICE = 40
+#: A ratio image never darkens or lightens a pixel by more than this factor (e^1.2 ≈ 3.3).
+MAX_LOG_RATIO = 1.2
+#: Smoothing of the fitted maps (pixels of the frame): the fit's noise is finer than any crease.
+_BASIS_BLUR = 1.2
+_REGION_BLUR = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AppearanceModel:
+    """``reference``: ``(478, 2)`` landmarks of the reference shape in crop widths; ``basis``:
+    ``(17, S, S)`` change of log-luminance per unit of each AU, in the reference frame."""
+
+    reference: np.ndarray
+    basis: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.reference.shape != (NUM_LANDMARKS, 2) or self.basis.ndim != 3 or self.basis.shape[0] != NUM_AUS \
+                or self.basis.shape[1] != self.basis.shape[2]:
+            raise ValueError(f"appearance model: expected reference (478, 2) and basis (17, S, S), got "
+                             f"{self.reference.shape} and {self.basis.shape}")
+        if not (np.isfinite(self.reference).all() and np.isfinite(self.basis).all()):
+            raise ValueError("appearance model: contains NaN or infinity")
+
+    @property
+    def size(self) -> int:
+        return int(self.basis.shape[1])
+
+    def log_ratio(self, delta_aus: np.ndarray) -> np.ndarray:
+        """``(S, S)`` log-luminance change in the reference frame for an AU change ``(17,)``."""
+        delta = np.asarray(delta_aus, dtype=np.float32).reshape(NUM_AUS)
+        return np.clip(np.tensordot(delta, self.basis, axes=1), -MAX_LOG_RATIO, MAX_LOG_RATIO).astype(np.float32)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"appearance.reference": torch.from_numpy(self.reference.astype(np.float32)),
+                "appearance.basis": torch.from_numpy(self.basis.astype(np.float32))}
+
+    @classmethod
+    def from_state_dict(cls, tensors: dict[str, torch.Tensor]) -> AppearanceModel | None:
+        """The appearance model saved in a model file, or None when it has none."""
+        if "appearance.reference" not in tensors and "appearance.basis" not in tensors:
+            return None
+        try:
+            reference, basis = tensors["appearance.reference"], tensors["appearance.basis"]
+        except KeyError as missing:
+            raise ValueError(f"model file has an appearance model without {missing.args[0]}") from None
+        return cls(reference.float().numpy().astype(np.float64), basis.float().numpy().astype(np.float32))
+
+
+def reference_shape(shape: ShapeModel) -> np.ndarray:
+    """The reference landmarks ``(478, 2)`` (crop widths): the neutral face, mouth open."""
+    return shape.mean + shape.displacement(aus_from_mapping(REFERENCE_MOUTH))
+
+
+def _spline_points(landmarks: np.ndarray) -> np.ndarray:
+    """The points that pin a frame-to-frame map: the warp's control points and its still anchors."""
+    return np.concatenate([landmarks[CONTROL_POINTS], anchor_points(landmarks)])
+
+
+def frame_map(source: np.ndarray, target: np.ndarray, region: tuple[float, float, float, float],
+              shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel of ``region`` (``x0, y0, x1, y1`` in the frame of the ``source`` landmarks,
+    sampled as ``shape = (height, width)`` pixels), its place in the frame of the ``target``
+    landmarks (each ``(478, 2)``), through a thin-plate spline; ``(map_x, map_y)`` for
+    :func:`cv2.remap`."""
+    def normalise(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+        return landmarks.mean(0), max(eye_distance(landmarks), 1e-6)
+
+    (source_centre, source_unit), (target_centre, target_unit) = normalise(source), normalise(target)
+    x0, y0, x1, y1 = region
+    xs, ys = np.linspace(x0, x1, _LATTICE), np.linspace(y0, y1, _LATTICE)
+    lattice = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    mapped = thin_plate_map((_spline_points(source) - source_centre) / source_unit,
+                            (_spline_points(target) - target_centre) / target_unit,
+                            (lattice - source_centre) / source_unit)
+    mapped = (mapped * target_unit + target_centre).reshape(_LATTICE, _LATTICE, 2).astype(np.float32)
+    # each pixel's place on the lattice, whose first and last points sit on the region's corners
+    height, width = shape
+    along_x = np.linspace(0, _LATTICE - 1, width, dtype=np.float32)
+    along_y = np.linspace(0, _LATTICE - 1, height, dtype=np.float32)
+    grid_x, grid_y = np.meshgrid(along_x, along_y)
+    return tuple(cv2.remap(np.ascontiguousarray(mapped[..., axis]), grid_x, grid_y, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE) for axis in (0, 1))
+
+
+def log_luminance(rgb: np.ndarray) -> np.ndarray:
+    """``log`` of Rec. 601 luminance in [0, 1] (with a floor, so black is not minus infinity)."""
+    rgb = np.asarray(rgb, dtype=np.float32) / 255.0
+    luminance = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return np.log(luminance + 0.02)
+
+
+def shape_free(crop: np.ndarray, landmarks: np.ndarray, reference: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """A crop's log-luminance ``(size, size)`` warped from its ``landmarks`` onto ``reference``
+    (both ``(478, 2)`` in crop widths)."""
+    map_x, map_y = frame_map(reference * size - 0.5, landmarks * crop.shape[1] - 0.5, (0, 0, size - 1, size - 1),
+                             (size, size))
+    return cv2.remap(log_luminance(crop), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def pixel_regions(reference: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """``(17, size, size)`` soft masks: where on the reference frame each AU may change the light,
+    by the same parts of the face the shape model holds each AU to, inside the face's outline."""
+    xs = (np.arange(size) + 0.5) / size
+    pixels = np.stack(np.meshgrid(xs, xs), axis=-1).reshape(-1, 2)
+    allowed = au_regions(reference, pixels).reshape(size, size, NUM_AUS).astype(np.float32)
+    oval = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(oval, [np.round(reference[list(FACE_OVAL)] * size - 0.5).astype(np.int32)], 1)
+    allowed *= oval[..., None].astype(np.float32)
+    return np.stack([cv2.GaussianBlur(allowed[..., k], (0, 0), _REGION_BLUR) for k in range(NUM_AUS)])
+
+
+def fit_appearance_model(textures: np.ndarray, landmarks: np.ndarray, aus: np.ndarray, reference: np.ndarray,
+                         groups: Sequence[str], ridge: float = 1e-2) -> AppearanceModel:
+    """Least squares ``texture ≈ mean + aus · basis + pose · P`` within groups (a person's photos,
+    a clip), each pixel on the AUs of its part of the face.
+
+    ``textures``: ``(N, S, S)`` shape-free log-luminance (:func:`shape_free`); ``landmarks``
+    ``(N, 478, 2)`` and ``aus`` ``(N, 17)`` of the same faces; ``reference``: the frame's shape.
+    """
+    textures = np.asarray(textures, dtype=np.float32)
+    count, size = len(textures), textures.shape[-1]
+    if textures.shape != (count, size, size) or aus.shape != (count, NUM_AUS) or len(landmarks) != count:
+        raise ValueError(f"expected textures (N, S, S), landmarks (N, 478, 2) and aus (N, 17), got "
+                         f"{textures.shape}, {np.shape(landmarks)} and {np.shape(aus)}")
+    covariates = np.concatenate([np.asarray(aus, np.float64), pose_features(np.asarray(landmarks, np.float64))], 1)
+    design, centred = within_groups(covariates, textures.reshape(count, -1, 1), groups)
+    soft = pixel_regions(reference, size)
+    allowed = soft.reshape(NUM_AUS, -1).T > 0.05
+    coefficients = regional_least_squares(design, centred, allowed, ridge)
+    basis = coefficients.reshape(NUM_AUS, size, size).astype(np.float32)
+    basis = np.stack([cv2.GaussianBlur(plane, (0, 0), _BASIS_BLUR) for plane in basis]) * soft
+    return AppearanceModel(np.asarray(reference, np.float64), basis.astype(np.float32))
+
+
+def ratio_on_photo(model: AppearanceModel, moved: np.ndarray, region: tuple[int, int, int, int],
+                   delta_aus: np.ndarray) -> np.ndarray | None:
+    """The luminance gain ``(h, w)`` over ``region`` (``x0, y0, x1, y1`` photo pixels) of a face
+    whose landmarks have moved to ``moved`` (``(478, 2)`` photo pixels), for an AU change; None
+    when the gain is 1 everywhere (the zero edit)."""
+    log_ratio = model.log_ratio(delta_aus)
+    if not np.abs(log_ratio).max(initial=0.0) > 1e-4:
+        return None
+    x0, y0, x1, y1 = region
+    map_x, map_y = frame_map(moved, model.reference * model.size - 0.5, (x0, y0, x1 - 1, y1 - 1), (y1 - y0, x1 - x0))
+    gain_log = cv2.remap(log_ratio, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return np.exp(gain_log).astype(np.float32)
+
+
+def describe(model: AppearanceModel) -> list[str]:
+    """A line per AU: its strongest darkening and lightening (percent of luminance at intensity 1)."""
+    return [f"{name}: darkens up to {100 * (1 - np.exp(plane.min())):.0f} %, lightens up to "
+            f"{100 * (np.exp(plane.max()) - 1):.0f} %" for name, plane in zip(AU_NAMES, model.basis)]

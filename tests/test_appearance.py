@@ -1,0 +1,199 @@
+"""The appearance model (ganimation.appearance): the shape-free frame, the fit of per-AU shading,
+its place in model files and warps, and the photo edit it shades.
+
+Synthetic textures with a planted shading check the fit; a frame mapped onto itself checks the
+warps between frames; the bundled model on the sample photo checks the whole edit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ganimation import appearance as A
+from ganimation import shapewarp as S
+from ganimation.animation import PhotoAnimator, shape_warp
+from ganimation.aureader import read_aus
+from ganimation.aus import NUM_AUS, au_index, expression_aus
+from ganimation.checkpoint import CheckpointError, read_model_file, read_safetensors, save_model_file
+from ganimation.faces import sample_photo_path
+from ganimation.files import load_image
+from ganimation.inference import GANimation
+
+from support import CachedDetector
+from test_shapewarp import tiny_generator
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def bundled() -> GANimation:
+    return GANimation.load(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference(bundled: GANimation) -> np.ndarray:
+    assert bundled.shape is not None
+    return A.reference_shape(bundled.shape)
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    return load_image(sample_photo_path())
+
+
+def planted_shading(reference: np.ndarray) -> np.ndarray:
+    """``(17, SIZE, SIZE)`` log-luminance maps: AU25 darkens the mouth, AU04 the brows' middle."""
+    maps = np.zeros((NUM_AUS, SIZE, SIZE), np.float32)
+    mouth = np.round(reference[[13, 14]].mean(0) * SIZE - 0.5).astype(int)
+    brows = np.round(reference[[9, 151]].mean(0) * SIZE - 0.5).astype(int)
+    maps[au_index("AU25"), mouth[1] - 1:mouth[1] + 2, mouth[0] - 2:mouth[0] + 3] = -0.8
+    maps[au_index("AU04"), brows[1] - 1:brows[1] + 2, brows[0] - 1:brows[0] + 2] = -0.4
+    return maps
+
+
+def test_fit_recovers_planted_shading_within_groups(reference: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(A, "_BASIS_BLUR", 1e-3)  # compare the raw fit
+    monkeypatch.setattr(A, "_REGION_BLUR", 1e-3)
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(60), 8)
+    count = len(groups)
+    aus = rng.uniform(0, 1, (count, NUM_AUS)) * (rng.uniform(size=(count, NUM_AUS)) < 0.4)
+    # each person's skin is darker or lighter, and darker-skinned people here smile more often:
+    # a fit across people would learn the skin as AU12's shading
+    skin = rng.normal(0, 0.5, 60)[groups]
+    aus[:, au_index("AU12")] = np.clip(0.5 - skin + rng.normal(0, 0.1, count), 0, 1)
+    planted = planted_shading(reference)
+    textures = (skin[:, None, None] + np.tensordot(aus, planted, axes=1)
+                + rng.normal(0, 0.01, (count, SIZE, SIZE))).astype(np.float32)
+    landmarks = np.repeat(reference[None], count, 0)
+    model = A.fit_appearance_model(textures, landmarks, aus, reference, [str(g) for g in groups])
+    assert model.basis.shape == (NUM_AUS, SIZE, SIZE) and model.size == SIZE
+    for name in ("AU25", "AU04"):
+        assert np.abs(model.basis[au_index(name)] - planted[au_index(name)]).max() < 0.05
+    assert np.abs(model.basis[au_index("AU12")]).max() < 0.05  # the skin was not learned
+    # an AU shades only its part of the face: AU25 (mouth) nothing at the brows
+    brows = np.round(reference[[9, 151]].mean(0) * SIZE - 0.5).astype(int)
+    assert model.basis[au_index("AU25"), brows[1], brows[0]] == 0.0
+    # a fit across people (all faces one group) takes the skin for AU12
+    pooled = A.fit_appearance_model(textures, landmarks, aus, reference, ["everyone"] * count)
+    assert np.abs(pooled.basis[au_index("AU12")]).max() > 0.2
+
+
+def test_fit_refuses_mismatched_inputs(reference: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="expected textures"):
+        A.fit_appearance_model(np.zeros((10, SIZE, SIZE + 1)), np.zeros((10, 478, 2)), np.zeros((10, NUM_AUS)),
+                               reference, ["a"] * 10)
+
+
+def test_log_ratio_is_linear_clipped_and_zero_for_no_change(reference: np.ndarray) -> None:
+    model = A.AppearanceModel(reference, planted_shading(reference) * 2.0)
+    assert not model.log_ratio(np.zeros(NUM_AUS)).any()
+    half = np.zeros(NUM_AUS)
+    half[au_index("AU04")] = 0.5
+    assert model.log_ratio(half).min() == pytest.approx(-0.4)
+    full = expression_aus("surprise")  # AU25 at 0.6: -0.96; less than the clip
+    assert model.log_ratio(full).min() == pytest.approx(-0.96, abs=1e-5)
+    assert model.log_ratio(np.full(NUM_AUS, 1.0)).min() == pytest.approx(-A.MAX_LOG_RATIO)
+    with pytest.raises(ValueError, match="NaN"):
+        A.AppearanceModel(reference, np.full((NUM_AUS, 4, 4), np.nan, np.float32))
+    with pytest.raises(ValueError, match="basis"):
+        A.AppearanceModel(reference, np.zeros((NUM_AUS, 4, 5), np.float32))
+
+
+def test_frame_map_onto_itself_is_the_identity_and_follows_a_scale(reference: np.ndarray) -> None:
+    points = reference * 100.0
+    map_x, map_y = A.frame_map(points, points, (20.0, 20.0, 80.0, 80.0), (31, 31))
+    xs = np.linspace(20, 80, 31)
+    assert np.abs(map_x - xs[None, :]).max() < 0.05 and np.abs(map_y - xs[:, None]).max() < 0.05
+    # the same face twice as large: every place maps to half its coordinates
+    map_x, map_y = A.frame_map(points * 2.0, points, (40.0, 40.0, 160.0, 160.0), (31, 31))
+    assert np.abs(map_x - xs[None, :]).max() < 0.05 and np.abs(map_y - xs[:, None]).max() < 0.05
+
+
+def test_shape_free_of_a_crop_on_the_reference_is_its_log_luminance(reference: np.ndarray) -> None:
+    rng = np.random.default_rng(1)
+    crop = np.repeat(rng.integers(0, 256, (SIZE, SIZE, 1), dtype=np.uint8), 3, axis=2)
+    texture = A.shape_free(crop, reference, reference, size=SIZE)
+    expected = np.log(crop[..., 0] / 255.0 + 0.02)
+    assert texture.shape == (SIZE, SIZE)
+    middle = slice(8, SIZE - 8)
+    assert np.abs(texture[middle, middle] - expected[middle, middle]).max() < 0.05
+
+
+def test_face_warp_gain_multiplies_fades_and_moves(sample: np.ndarray) -> None:
+    region = (10, 20, 40, 60)
+    still = np.zeros((40, 30), np.float32)
+    gain = np.full((40, 30), 1.0, np.float32)
+    gain[10:20, 5:15] = 0.5
+    warp = S.FaceWarp(region, still, still, gain)
+    assert warp.moving.sum() == 100  # the shaded pixels count as changed though none moves
+    patch = warp.resample(sample)
+    original = sample[20:60, 10:40]
+    assert np.array_equal(patch[:10], original[:10])
+    assert np.abs(patch[10:20, 5:15].astype(int) - np.rint(original[10:20, 5:15] * 0.5)).max() <= 1
+    faded = warp.faded(np.zeros((40, 30), np.float32))
+    assert not faded.moving.any() and np.array_equal(faded.resample(sample), original)
+    half = warp.faded(np.full((40, 30), 0.5, np.float32))
+    assert half.gain[15, 10] == pytest.approx(0.5**0.5)
+
+
+def test_appearance_model_round_trips_through_a_model_file_in_half(tmp_path: Path, bundled: GANimation,
+                                                                   reference: np.ndarray) -> None:
+    generator, config = tiny_generator()
+    shading = A.AppearanceModel(reference, planted_shading(reference))
+    path = save_model_file(tmp_path / "model.safetensors", generator, None, config, half=True,
+                           shape=bundled.shape, appearance=shading)
+    _, tensors, _ = read_model_file(path)
+    assert tensors["appearance.basis"].dtype == torch.float16
+    assert tensors["appearance.reference"].dtype == torch.float32
+    loaded = GANimation.load(path, device="cpu")
+    assert loaded.appearance is not None
+    assert np.allclose(loaded.appearance.basis, shading.basis, atol=1e-3)
+    assert np.allclose(loaded.appearance.reference, reference, atol=1e-6)
+    plain = save_model_file(tmp_path / "plain.safetensors", generator, None, config, shape=bundled.shape)
+    assert GANimation.load(plain, device="cpu").appearance is None
+
+    # half an appearance model is a clear error naming the file
+    tensors, metadata = read_safetensors(path, "model file")
+    broken = {key: value for key, value in tensors.items() if key != "appearance.reference"}
+    bad = tmp_path / "broken.safetensors"
+    save_file(broken, str(bad), metadata=metadata)
+    with pytest.raises(CheckpointError, match="broken.safetensors.*appearance.reference"):
+        GANimation.load(bad, device="cpu")
+
+
+def test_the_photo_edit_is_shaded_by_the_appearance_model(bundled: GANimation, sample: np.ndarray,
+                                                          reference: np.ndarray) -> None:
+    aligned = PhotoAnimator(bundled, detector=CachedDetector()).align(sample)[0]
+    mesh = aligned.face.mesh
+    target = expression_aus("surprise")
+    shaded_model = GANimation(bundled.generator, None, bundled.config, shape=bundled.shape,
+                              appearance=A.AppearanceModel(reference, planted_shading(reference)))
+    shaded_model.generator_domain = bundled.generator_domain
+    plain_model = GANimation(bundled.generator, None, bundled.config, shape=bundled.shape)
+    plain_model.generator_domain = bundled.generator_domain
+    shaded = shape_warp(shaded_model, sample.shape, aligned, target)
+    plain = shape_warp(plain_model, sample.shape, aligned, target)
+    assert shaded is not None and plain is not None and plain.gain is None and shaded.gain is not None
+    assert np.array_equal(shaded.dx, plain.dx) and np.array_equal(shaded.dy, plain.dy)  # the same movement
+    # the planted AU25 darkening lands between the moved inner lips, and nowhere far from them
+    own = read_aus(mesh)
+    moved = S.moved_landmarks(mesh.landmarks, aligned.matrix, aligned.size, bundled.shape, target - own)
+    x0, y0 = shaded.region[:2]
+    lips = moved[[13, 14]].mean(0)
+    darkest = np.unravel_index(np.argmin(shaded.gain), shaded.gain.shape)
+    deepest = float(np.exp(shaded_model.appearance.log_ratio(target - own).min()))  # AU25 rises by 0.3 here
+    assert deepest < 0.85 and shaded.gain.min() == pytest.approx(deepest, abs=0.02)
+    assert np.hypot(darkest[1] + x0 - lips[0], darkest[0] + y0 - lips[1]) < 0.1 * aligned.face.size
+    assert shaded.gain.max() <= 1.0 + 1e-6  # the planted maps only darken
+    # the photo edit carries it; the zero edit stays the photo, bit for bit
+    animator = PhotoAnimator(shaded_model, detector=CachedDetector())
+    edited = animator.edit(sample, target).image
+    unshaded = PhotoAnimator(plain_model, detector=CachedDetector()).edit(sample, target).image
+    assert edited.astype(int).sum() < unshaded.astype(int).sum()
+    assert np.array_equal(animator.edit(sample, own).image, sample)
