@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ganimation.aus import AU_NAMES, NUM_AUS, aus_from_mapping
-from ganimation.shapewarp import (CONTROL_POINTS, FACE_OVAL, NUM_LANDMARKS, ShapeModel, au_regions, anchor_points,
+from ganimation.shapewarp import (CONTROL_POINTS, FACE_OVAL, NUM_LANDMARKS, ShapeModel, anchor_points, au_regions,
                                   eye_distance, pose_features, regional_least_squares, thin_plate_map,
                                   within_groups)
 
@@ -39,11 +39,18 @@ TEXTURE_SIZE = 128
 REFERENCE_MOUTH = {"AU25": 1.0, "AU26": 1.0}
 #: The frame-to-frame maps are spline-evaluated on a lattice this fine, then interpolated.
 _LATTICE = 40
-#: A ratio image never darkens or lightens a pixel by more than this factor (e^1.2 ≈ 3.3).
-MAX_LOG_RATIO = 1.2
+#: A ratio image never darkens or lightens a pixel by more than this factor (e^1 ≈ 2.7).
+MAX_LOG_RATIO = 1.0
 #: Smoothing of the fitted maps (pixels of the frame): the fit's noise is finer than any crease.
 _BASIS_BLUR = 1.2
 _REGION_BLUR = 4.0
+#: The eyes' contours (MediaPipe mesh, in order around each eye). Inside them no AU shades: what
+#: an eye shows is the lids' movement, which the warp makes, and a shading learned there would
+#: glow wherever a face's landmarks sit a pixel off its lids.
+#: How far around the eyes no AU shades either, in eye distances.
+EYE_MARGIN = 0.12
+EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+                (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,16 +151,47 @@ def pixel_regions(reference: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray
     xs = (np.arange(size) + 0.5) / size
     pixels = np.stack(np.meshgrid(xs, xs), axis=-1).reshape(-1, 2)
     allowed = au_regions(reference, pixels).reshape(size, size, NUM_AUS).astype(np.float32)
-    oval = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(oval, [np.round(reference[list(FACE_OVAL)] * size - 0.5).astype(np.int32)], 1)
-    allowed *= oval[..., None].astype(np.float32)
+    allowed *= face_mask(reference, size)[..., None]
     return np.stack([cv2.GaussianBlur(allowed[..., k], (0, 0), _REGION_BLUR) for k in range(NUM_AUS)])
+
+
+def face_mask(reference: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """``(size, size)`` 1 inside the reference face's outline and outside its eyes, else 0."""
+    def polygon(indices: Sequence[int]) -> np.ndarray:
+        return np.round(reference[list(indices)] * size - 0.5).astype(np.int32)
+
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [polygon(FACE_OVAL)], 1)
+    eyes = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(eyes, [polygon(contour) for contour in EYE_CONTOURS], 1)
+    # and around them, over the lids: the lids' skin folds as they move, and where a face's
+    # landmarks sit off its lids, shading learned there rings the eye with light
+    reach = max(1, round(EYE_MARGIN * eye_distance(reference) * size))
+    eyes = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+    return (mask & (1 - eyes)).astype(np.float32)
+
+
+def lighting_features(textures: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` how each face is lit: the mean log-luminance over ``mask`` and its left-right
+    and top-bottom differences. Held apart in the fit, like head pose: a clip whose light
+    changes as the head turns, or a person photographed in brighter rooms when smiling, must
+    not teach an AU to brighten a whole face."""
+    size = textures.shape[-1]
+    left = mask * (np.arange(size) < size // 2)[None, :]
+    top = mask * (np.arange(size) < size // 2)[:, None]
+
+    def mean_over(region: np.ndarray) -> np.ndarray:
+        return np.tensordot(textures, region, axes=([1, 2], [0, 1])) / max(float(region.sum()), 1.0)
+
+    return np.stack([mean_over(mask), mean_over(left) - mean_over(mask - left),
+                     mean_over(top) - mean_over(mask - top)], axis=1)
 
 
 def fit_appearance_model(textures: np.ndarray, landmarks: np.ndarray, aus: np.ndarray, reference: np.ndarray,
                          groups: Sequence[str], ridge: float = 1e-2) -> AppearanceModel:
-    """Least squares ``texture ≈ mean + aus · basis + pose · P`` within groups (a person's photos,
-    a clip), each pixel on the AUs of its part of the face.
+    """Least squares ``texture ≈ mean + aus · basis + pose · P + lighting · L`` within groups (a
+    person's photos, a clip), each pixel on the AUs of its part of the face
+    (:func:`pixel_regions`); pose and lighting (:func:`lighting_features`) are held apart.
 
     ``textures``: ``(N, S, S)`` shape-free log-luminance (:func:`shape_free`); ``landmarks``
     ``(N, 478, 2)`` and ``aus`` ``(N, 17)`` of the same faces; ``reference``: the frame's shape.
@@ -163,7 +201,8 @@ def fit_appearance_model(textures: np.ndarray, landmarks: np.ndarray, aus: np.nd
     if textures.shape != (count, size, size) or aus.shape != (count, NUM_AUS) or len(landmarks) != count:
         raise ValueError(f"expected textures (N, S, S), landmarks (N, 478, 2) and aus (N, 17), got "
                          f"{textures.shape}, {np.shape(landmarks)} and {np.shape(aus)}")
-    covariates = np.concatenate([np.asarray(aus, np.float64), pose_features(np.asarray(landmarks, np.float64))], 1)
+    covariates = np.concatenate([np.asarray(aus, np.float64), pose_features(np.asarray(landmarks, np.float64)),
+                                 lighting_features(textures, face_mask(reference, size))], 1)
     design, centred = within_groups(covariates, textures.reshape(count, -1, 1), groups)
     soft = pixel_regions(reference, size)
     allowed = soft.reshape(NUM_AUS, -1).T > 0.05
