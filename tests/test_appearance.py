@@ -63,25 +63,33 @@ def test_fit_recovers_planted_shading_within_groups(reference: np.ndarray, monke
     groups = np.repeat(np.arange(60), 8)
     count = len(groups)
     aus = rng.uniform(0, 1, (count, NUM_AUS)) * (rng.uniform(size=(count, NUM_AUS)) < 0.4)
-    # each person's skin is darker or lighter, and darker-skinned people here smile more often:
-    # a fit across people would learn the skin as AU12's shading
+    # each person's skin is darker or lighter, some have a beard, and the bearded smile more
+    # often here: a fit across people would learn the beard as AU12's shading
     skin = rng.normal(0, 0.5, 60)[groups]
-    aus[:, au_index("AU12")] = np.clip(0.5 - skin + rng.normal(0, 0.1, count), 0, 1)
+    beard = rng.uniform(0, 1, 60)[groups]
+    aus[:, au_index("AU12")] = np.clip(0.2 + 0.6 * beard + rng.normal(0, 0.1, count), 0, 1)
+    chin = np.zeros((SIZE, SIZE))
+    chin_at = np.round(reference[152] * SIZE - 0.5).astype(int)  # the chin's tip
+    chin[chin_at[1] - 3:chin_at[1], chin_at[0] - 3:chin_at[0] + 4] = -0.5
     planted = planted_shading(reference)
-    textures = (skin[:, None, None] + np.tensordot(aus, planted, axes=1)
-                + rng.normal(0, 0.01, (count, SIZE, SIZE))).astype(np.float32)
+    # and the light changes from photo to photo, brighter and from the left where people smile
+    brightness = rng.normal(0, 0.2, count) + 0.3 * aus[:, au_index("AU12")]
+    sideways = rng.normal(0, 0.2, count) + 0.2 * aus[:, au_index("AU12")]
+    ramp = np.linspace(-1, 1, SIZE)[None, None, :]
+    textures = (skin[:, None, None] + beard[:, None, None] * chin + brightness[:, None, None] + sideways[:, None, None] * ramp
+                + np.tensordot(aus, planted, axes=1) + rng.normal(0, 0.01, (count, SIZE, SIZE))).astype(np.float32)
     landmarks = np.repeat(reference[None], count, 0)
     model = A.fit_appearance_model(textures, landmarks, aus, reference, [str(g) for g in groups])
     assert model.basis.shape == (NUM_AUS, SIZE, SIZE) and model.size == SIZE
     for name in ("AU25", "AU04"):
         assert np.abs(model.basis[au_index(name)] - planted[au_index(name)]).max() < 0.05
-    assert np.abs(model.basis[au_index("AU12")]).max() < 0.05  # the skin was not learned
+    assert np.abs(model.basis[au_index("AU12")]).max() < 0.05  # neither the beard nor the light was learned
     # an AU shades only its part of the face: AU25 (mouth) nothing at the brows
     brows = np.round(reference[[9, 151]].mean(0) * SIZE - 0.5).astype(int)
     assert model.basis[au_index("AU25"), brows[1], brows[0]] == 0.0
-    # a fit across people (all faces one group) takes the skin for AU12
+    # a fit across people (all faces one group) takes the beard for AU12's shading
     pooled = A.fit_appearance_model(textures, landmarks, aus, reference, ["everyone"] * count)
-    assert np.abs(pooled.basis[au_index("AU12")]).max() > 0.2
+    assert pooled.basis[au_index("AU12")].min() < -0.2
 
 
 def test_fit_refuses_mismatched_inputs(reference: np.ndarray) -> None:
@@ -197,3 +205,29 @@ def test_the_photo_edit_is_shaded_by_the_appearance_model(bundled: GANimation, s
     unshaded = PhotoAnimator(plain_model, detector=CachedDetector()).edit(sample, target).image
     assert edited.astype(int).sum() < unshaded.astype(int).sum()
     assert np.array_equal(animator.edit(sample, own).image, sample)
+
+
+def test_the_bundled_model_darkens_an_opening_mouth(bundled: GANimation, sample: np.ndarray) -> None:
+    shading = bundled.appearance
+    assert shading is not None and shading.size == A.TEXTURE_SIZE
+    reference = shading.reference * shading.size - 0.5
+    inside = np.round(reference[[13, 14]].mean(0)).astype(int)  # between the reference's inner lips
+    forehead = np.round(reference[151]).astype(int)
+    drop = shading.basis[au_index("AU26")]
+    assert drop[inside[1], inside[0]] < -0.3  # the jaw drops: the mouth's inside is dark
+    assert drop[forehead[1], forehead[0]] == 0.0  # and nothing on the forehead changes with it
+    assert shading.basis[au_index("AU25")].max() > 0.3  # parted lips show teeth
+    assert not shading.basis[:, :6, :6].any() and not shading.basis[:, -6:, -6:].any()  # the frame's corners
+    # on the sample photo: surprise darkens between the moved inner lips, by far more than the
+    # warp alone (whose inside is the lips' stretched seam)
+    animator = PhotoAnimator(bundled, detector=CachedDetector())
+    aligned = animator.align(sample)
+    mesh = aligned[0].face.mesh
+    target = expression_aus("surprise")
+    delta = target - read_aus(mesh)
+    moved = S.moved_landmarks(mesh.landmarks, aligned[0].matrix, aligned[0].size, bundled.shape, delta)
+    warp = shape_warp(bundled, sample.shape, aligned[0], target)
+    assert warp is not None and warp.gain is not None
+    x, y = np.round(moved[[13, 14]].mean(0)).astype(int) - warp.region[:2]
+    assert warp.gain[y, x] < 0.75
+    assert abs(float(warp.gain[0, 0]) - 1.0) < 1e-6  # the region's corner, beyond the face

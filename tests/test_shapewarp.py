@@ -533,8 +533,11 @@ def test_surprise_moves_the_face_the_landmark_reader_sees_it(no_generator: GANim
     after_faces = CachedDetector().detect(edit.image)
     assert len(after_faces) == 1
     after = read_aus(after_faces[0].mesh)
-    for name in ("AU01", "AU02", "AU26"):
-        assert after[au_index(name)] > before[au_index(name)] + 0.3, (name, before, after)
+    # the jaw drop reads less than the brows: the reader takes the mouth's opening partly from
+    # its inside, which the appearance model darkens (a dark mouth, where the warp alone showed
+    # stretched teeth)
+    for name, rise in (("AU01", 0.3), ("AU02", 0.3), ("AU26", 0.15)):
+        assert after[au_index(name)] > before[au_index(name)] + rise, (name, before, after)
 
 
 def test_the_photo_warp_is_the_planned_warp_held_within_a_mask(bundled: GANimation, sample: np.ndarray) -> None:

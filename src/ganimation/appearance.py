@@ -42,7 +42,7 @@ _LATTICE = 40
 #: A ratio image never darkens or lightens a pixel by more than this factor (e^1 ≈ 2.7).
 MAX_LOG_RATIO = 1.0
 #: Smoothing of the fitted maps (pixels of the frame): the fit's noise is finer than any crease.
-_BASIS_BLUR = 1.2
+_BASIS_BLUR = 2.0
 _REGION_BLUR = 4.0
 #: The eyes' contours (MediaPipe mesh, in order around each eye). Inside them no AU shades: what
 #: an eye shows is the lids' movement, which the warp makes, and a shading learned there would
@@ -172,19 +172,21 @@ def face_mask(reference: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
 
 
 def lighting_features(textures: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` how each face is lit: the mean log-luminance over ``mask`` and its left-right
-    and top-bottom differences. Held apart in the fit, like head pose: a clip whose light
-    changes as the head turns, or a person photographed in brighter rooms when smiling, must
-    not teach an AU to brighten a whole face."""
+    """``(N, 3)`` how each face is lit: the median log-luminance over ``mask`` and the differences
+    of its left and right, top and bottom halves' medians. Held apart in the fit, like head pose:
+    a clip whose light changes as the head turns, or a person photographed in brighter rooms when
+    smiling, must not teach an AU to brighten a whole face. Medians, because an expression
+    shades a small part of the face (a mouth, a brow) and the light all of it."""
     size = textures.shape[-1]
-    left = mask * (np.arange(size) < size // 2)[None, :]
-    top = mask * (np.arange(size) < size // 2)[:, None]
+    inside = mask > 0.5
+    left = inside & (np.arange(size) < size // 2)[None, :]
+    top = inside & (np.arange(size) < size // 2)[:, None]
 
-    def mean_over(region: np.ndarray) -> np.ndarray:
-        return np.tensordot(textures, region, axes=([1, 2], [0, 1])) / max(float(region.sum()), 1.0)
+    def median_over(region: np.ndarray) -> np.ndarray:
+        return np.median(textures[:, region], axis=1)
 
-    return np.stack([mean_over(mask), mean_over(left) - mean_over(mask - left),
-                     mean_over(top) - mean_over(mask - top)], axis=1)
+    return np.stack([median_over(inside), median_over(left) - median_over(inside & ~left),
+                     median_over(top) - median_over(inside & ~top)], axis=1)
 
 
 def fit_appearance_model(textures: np.ndarray, landmarks: np.ndarray, aus: np.ndarray, reference: np.ndarray,
@@ -201,8 +203,9 @@ def fit_appearance_model(textures: np.ndarray, landmarks: np.ndarray, aus: np.nd
     if textures.shape != (count, size, size) or aus.shape != (count, NUM_AUS) or len(landmarks) != count:
         raise ValueError(f"expected textures (N, S, S), landmarks (N, 478, 2) and aus (N, 17), got "
                          f"{textures.shape}, {np.shape(landmarks)} and {np.shape(aus)}")
+    face = face_mask(reference, size)
     covariates = np.concatenate([np.asarray(aus, np.float64), pose_features(np.asarray(landmarks, np.float64)),
-                                 lighting_features(textures, face_mask(reference, size))], 1)
+                                 lighting_features(textures, face)], 1)
     design, centred = within_groups(covariates, textures.reshape(count, -1, 1), groups)
     soft = pixel_regions(reference, size)
     allowed = soft.reshape(NUM_AUS, -1).T > 0.05

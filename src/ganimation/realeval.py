@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ganimation.animation import PhotoAnimator
 from ganimation.aureader import read_aus
-from ganimation.aus import AU_NAMES, EXPRESSIONS, NUM_AUS, expression_aus
+from ganimation.aus import EXPRESSIONS, expression_aus
 from ganimation.faces import AlignedFace, Face, LandmarkFaceDetector, blend_mask, box_iou
 from ganimation.files import ImageReadError, load_image, write_text_atomic
 from ganimation.inference import GANimation
@@ -174,41 +174,6 @@ def evaluate_photos(models: dict[str, GANimation | None], photos: Sequence[Path]
     if not used:
         raise ValueError("no face found in any of the photos")
     return {"photos": used, "suite": list(SUITE), "methods": {name: s.summary() for name, s in scores.items()}}
-
-
-def single_au_slopes(model: GANimation, photos: Sequence[Path], step: float = 0.5, *,
-                     progress: bool = True) -> np.ndarray:
-    """``(17,)`` for each AU, how far the reader's reading of an edit moves per unit of AU asked,
-    when each face's AU alone is moved by ``step`` (up where it reads below one half, else down):
-    the least-squares slope through 0 over the largest face of each photo (1: the edit reaches
-    what it is asked; below 1: it falls short). ``scripts/calibrate_shape_model.py`` divides the
-    shape model by it."""
-    detector = LandmarkFaceDetector()
-    moved_times_asked, asked_squared = np.zeros(NUM_AUS), np.zeros(NUM_AUS)
-    for path in tqdm(photos, desc="photos", unit="photo", disable=not progress):
-        try:
-            photo = load_image(path)
-        except ImageReadError as error:
-            logger.warning("skipping %s", error)
-            continue
-        faces = detector.detect(photo)
-        if not faces or faces[0].mesh is None:
-            continue
-        face = max(faces, key=lambda other: other.size)
-        own = read_aus(face.mesh)
-        animator = PhotoAnimator(model, which="largest", detector=_Fixed(face))
-        aligned = animator.align(photo)
-        for index in range(NUM_AUS):
-            target = own.copy()
-            target[index] = own[index] + step if own[index] < 0.5 else own[index] - step
-            reading = _reading(detector, animator.edit(photo, target, aligned=aligned).image, face)
-            moved = 0.0 if reading is None else float(reading[index] - own[index])
-            asked = float(target[index] - own[index])
-            moved_times_asked[index] += moved * asked
-            asked_squared[index] += asked * asked
-    if not asked_squared.any():
-        raise ValueError("no face found in any of the photos")
-    return moved_times_asked / np.maximum(asked_squared, 1e-12)
 
 
 class _Fixed:
