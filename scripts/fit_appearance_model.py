@@ -62,7 +62,10 @@ def main() -> None:
         parser.error(f"{args.textures}: {textures.shape} does not match {len(names)} crops")
     sources = crop_sources(args.folder / "aus.csv")
     groups = [source_group(sources[str(name)]) for name in names]
-    appearance = fit_appearance_model(textures, landmarks, aus, reference, groups, ridge=args.ridge)
+    try:
+        appearance = fit_appearance_model(textures, landmarks, aus, reference, groups, ridge=args.ridge)
+    except ValueError as error:  # too few faces in groups, mismatched inputs
+        parser.error(str(error))
     for line in describe(appearance):
         print(line)
     _, _, extra = read_model_file(resolve_model_path(args.model))

@@ -1,7 +1,8 @@
 """The recipe scripts of the real-face model (scripts/): they run, and what they write loads.
 
 ``crop_landmarks.py`` runs the landmark model on the crops of an annotated folder;
-``fit_shape_model.py`` fits the shape model to its output and writes it into a model file.
+``fit_shape_model.py`` fits the shape model to its output and writes it into a model file;
+``fit_appearance_model.py`` adds the appearance model; ``train_texture.py`` trains a generator.
 """
 
 from __future__ import annotations
@@ -118,3 +119,52 @@ def test_train_texture_trains_resumes_and_writes_a_model_that_paints_photos(tmp_
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [2, 4]  # every 25 steps and at each run's end
     assert sorted((tmp_path / "run" / "samples").iterdir())[-1].name == "000004.png"
+
+
+def test_fit_appearance_model_learns_a_planted_shading_and_reuses_its_cache(tmp_path: Path) -> None:
+    from ganimation.checkpoint import save_model_file
+    from test_shapewarp import tiny_generator
+
+    photo = load_image(sample_photo_path())
+    face = LandmarkFaceDetector().detect(photo)[0]
+    aligned = align_face(photo, face, 128)
+    points = (face.mesh.landmarks[:, :2] @ aligned.matrix[:, :2].T + aligned.matrix[:, 2] + 0.5) / 128
+    rng = np.random.default_rng(0)
+    count = 100
+    aus = rng.uniform(0.0, 1.0, (count, NUM_AUS))
+    # the jaw drop darkens a disc around the mouth's middle, by up to half
+    mouth = points[[13, 14]].mean(0) * 128 - 0.5
+    yy, xx = np.mgrid[:128, :128]
+    disc = ((xx - mouth[0]) ** 2 + (yy - mouth[1]) ** 2 < 7**2).astype(np.float64)
+    crops = [np.clip(aligned.crop * (1.0 - 0.5 * aus[i, AU_NAMES.index("AU26")] * disc[..., None]), 0, 255)
+             .astype(np.uint8) for i in range(count)]
+    sources = [f"/faces/person_{'abc'[i % 3]}/{i}.jpg" for i in range(count)]
+    write_annotated(tmp_path / "data", crops, sources)
+    names = np.array([f"crop{i}.png" for i in range(count)])
+    np.savez(tmp_path / "landmarks.npz", names=names, landmarks=np.repeat(points[None], count, 0), aus=aus)
+    generator, config = tiny_generator()
+    with_shape = save_model_file(tmp_path / "shape.safetensors", generator, None, config,
+                                 shape=GANimation.load(device="cpu").shape)
+    output, cache = tmp_path / "shaded.safetensors", tmp_path / "textures.npy"
+    arguments = (tmp_path / "data", tmp_path / "landmarks.npz", "--model", with_shape, "-o", output,
+                 "--workers", 1, "--textures", cache)
+    result = run_script("fit_appearance_model.py", *arguments)
+    assert result.returncode == 0, result.stderr
+    assert cache.exists() and np.load(cache).shape == (count, 128, 128)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("AU26:"))
+    assert 25 <= int(line.split("darkens up to ")[1].split(" %")[0]) <= 60  # log(0.5) is 50 % darker
+    model = GANimation.load(output, device="cpu")
+    assert model.appearance is not None and model.shape is not None
+    centre = np.round(model.appearance.reference[[13, 14]].mean(0) * 128 - 0.5).astype(int)
+    assert model.appearance.basis[AU_NAMES.index("AU26"), centre[1], centre[0]] < -0.3
+    assert np.abs(model.appearance.basis[AU_NAMES.index("AU01")]).max() < 0.05  # no AU01 in the data
+    # a second fit reads the cache (its crops may be gone)
+    for crop in (tmp_path / "data" / "images").iterdir():
+        crop.unlink()
+    again = run_script("fit_appearance_model.py", *arguments)
+    assert again.returncode == 0, again.stderr
+    # a model without a shape model has no reference shape to fit on
+    plain = tiny_model_file(tmp_path / "plain.safetensors")
+    refused = run_script("fit_appearance_model.py", tmp_path / "data", tmp_path / "landmarks.npz", "--model", plain,
+                         "-o", tmp_path / "x.safetensors")
+    assert refused.returncode == 2 and "has no shape model" in refused.stderr
