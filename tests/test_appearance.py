@@ -231,3 +231,11 @@ def test_the_bundled_model_darkens_an_opening_mouth(bundled: GANimation, sample:
     x, y = np.round(moved[[13, 14]].mean(0)).astype(int) - warp.region[:2]
     assert warp.gain[y, x] < 0.75
     assert abs(float(warp.gain[0, 0]) - 1.0) < 1e-6  # the region's corner, beyond the face
+
+
+def test_a_grey_photo_stays_grey(bundled: GANimation, sample: np.ndarray) -> None:
+    grey = np.repeat(sample.mean(-1, keepdims=True).astype(np.uint8), 3, axis=2)
+    animator = PhotoAnimator(bundled)
+    edited = animator.edit(grey, expression_aus("surprise")).image
+    assert (edited != grey).any(-1).sum() > 3000  # it moved and shaded the face...
+    assert np.array_equal(edited[..., 0], edited[..., 1]) and np.array_equal(edited[..., 1], edited[..., 2])  # ...in grey
