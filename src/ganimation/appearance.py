@@ -44,11 +44,11 @@ MAX_LOG_RATIO = 1.0
 #: Smoothing of the fitted maps (pixels of the frame): the fit's noise is finer than any crease.
 _BASIS_BLUR = 2.0
 _REGION_BLUR = 4.0
+#: How far around the eyes (:data:`EYE_CONTOURS`) no AU shades either, in eye distances.
+EYE_MARGIN = 0.12
 #: The eyes' contours (MediaPipe mesh, in order around each eye). Inside them no AU shades: what
 #: an eye shows is the lids' movement, which the warp makes, and a shading learned there would
 #: glow wherever a face's landmarks sit a pixel off its lids.
-#: How far around the eyes no AU shades either, in eye distances.
-EYE_MARGIN = 0.12
 EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
                 (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
 
