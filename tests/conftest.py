@@ -100,3 +100,20 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> 
 def face_image() -> np.ndarray:
     """A 32x32 uint8 RGB face crop at the smoke model's size."""
     return np.random.default_rng(7).integers(0, 256, (FIXTURE_SIZE, FIXTURE_SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    """The package's sample photo (the astronaut), read once per test module."""
+    from ganimation.faces import sample_photo_path
+    from ganimation.files import load_image
+
+    return load_image(sample_photo_path())
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """The bundled model on the CPU, loaded once per test module."""
+    from ganimation.inference import GANimation
+
+    return GANimation.load(device="cpu")

@@ -14,17 +14,12 @@ from PIL import Image
 from ganimation import animation as A
 from ganimation.aus import AU_NAMES, EXPRESSIONS, NUM_AUS, AUError, au_index, expression_aus
 from ganimation.cli import target_aus_from_args
-from ganimation.faces import Face, FaceTooSmallError, NoFaceError, sample_photo_path
+from ganimation.faces import Face, FaceTooSmallError, NoFaceError
 from ganimation.files import load_image
 from ganimation.inference import AnimationResult
 
 # Where the Haar detector finds the astronaut in the sample photo (see tests/test_faces.py).
 SAMPLE_FACE = Face((177.0, 66.0, 272.0, 161.0), (202.2, 100.8), (245.2, 103.4), 80.0)
-
-
-@pytest.fixture(scope="module")
-def sample() -> np.ndarray:
-    return load_image(sample_photo_path())
 
 
 class StubDetector:

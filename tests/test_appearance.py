@@ -20,8 +20,6 @@ from ganimation.animation import PhotoAnimator, shape_warp
 from ganimation.aureader import read_aus
 from ganimation.aus import NUM_AUS, au_index, expression_aus
 from ganimation.checkpoint import CheckpointError, read_model_file, read_safetensors, save_model_file
-from ganimation.faces import sample_photo_path
-from ganimation.files import load_image
 from ganimation.inference import GANimation
 
 from support import CachedDetector
@@ -31,19 +29,9 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def bundled() -> GANimation:
-    return GANimation.load(device="cpu")
-
-
-@pytest.fixture(scope="module")
 def reference(bundled: GANimation) -> np.ndarray:
     assert bundled.shape is not None
     return A.reference_shape(bundled.shape)
-
-
-@pytest.fixture(scope="module")
-def sample() -> np.ndarray:
-    return load_image(sample_photo_path())
 
 
 def planted_shading(reference: np.ndarray) -> np.ndarray:

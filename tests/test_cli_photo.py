@@ -49,11 +49,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
-@pytest.fixture(scope="module")
-def sample() -> np.ndarray:
-    return load_image(SAMPLE)
-
-
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = cli.main([str(arg) for arg in argv])
     captured = capsys.readouterr()

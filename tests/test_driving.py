@@ -13,15 +13,9 @@ from ganimation.aureader import read_aus
 from ganimation.aus import AU_NAMES, NUM_AUS, expression_aus
 from ganimation.facemesh import FaceMesh
 from ganimation.faces import NoFaceError, sample_photo_path
-from ganimation.files import load_image
 from ganimation.inference import GANimation
 from ganimation.video import read_video, video_info, write_video
 from support import tiny_model_file
-
-@pytest.fixture(scope="module")
-def sample() -> np.ndarray:
-    return load_image(sample_photo_path())
-
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from ganimation import facemesh
-from ganimation.faces import sample_photo_path
 from ganimation.files import load_image, save_image
 
 #: Where the sample photo's face is (x0, y0, x1, y1 in its 512 x 512 pixels), by eye.
@@ -23,11 +22,6 @@ SAMPLE_FACE = (175, 65, 275, 185)
 @pytest.fixture(scope="module")
 def mesh() -> facemesh.FaceMesh:
     return facemesh.FaceMesh()
-
-
-@pytest.fixture(scope="module")
-def sample() -> np.ndarray:
-    return load_image(sample_photo_path())
 
 
 def face_patch(sample: np.ndarray) -> np.ndarray:

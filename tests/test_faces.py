@@ -26,11 +26,6 @@ def detector() -> F.LandmarkFaceDetector:
 
 
 @pytest.fixture(scope="module")
-def sample() -> np.ndarray:
-    return load_image(F.sample_photo_path())
-
-
-@pytest.fixture(scope="module")
 def sample_face(detector: F.LandmarkFaceDetector, sample: np.ndarray) -> F.Face:
     faces = detector.detect(sample)
     assert len(faces) == 1

@@ -22,8 +22,7 @@ from ganimation.aureader import read_aus
 from ganimation.aus import NUM_AUS, au_index, expression_aus
 from ganimation.checkpoint import CheckpointError, read_model_file, read_safetensors, save_model_file
 from ganimation.config import ModelConfig
-from ganimation.faces import align_face, paste_back, sample_photo_path
-from ganimation.files import load_image
+from ganimation.faces import align_face, paste_back
 from ganimation.inference import GANimation
 from ganimation.networks import Generator
 
@@ -33,20 +32,10 @@ NOT_IRIS = np.setdiff1d(np.arange(S.NUM_LANDMARKS), S.IRIS)
 
 
 @pytest.fixture(scope="module")
-def bundled() -> GANimation:
-    return GANimation.load(device="cpu")
-
-
-@pytest.fixture(scope="module")
 def mean_face(bundled: GANimation) -> np.ndarray:
     """A realistic mean face (478, 2) in crop widths: the bundled model's."""
     assert bundled.shape is not None
     return bundled.shape.mean
-
-
-@pytest.fixture(scope="module")
-def sample() -> np.ndarray:
-    return load_image(sample_photo_path())
 
 
 def coordinate_photo(size: int) -> np.ndarray:

@@ -12,16 +12,9 @@ from PIL import Image
 from ganimation import animation, cli
 from ganimation.checkpoint import save_model_file
 from ganimation.config import ModelConfig
-from ganimation.faces import sample_photo_path
-from ganimation.files import load_image
 from ganimation.networks import Discriminator, Generator
 from ganimation.video import is_animation, is_video, read_video, video_info, write_video
 from support import CachedDetector
-
-
-@pytest.fixture(scope="module")
-def sample() -> np.ndarray:
-    return load_image(sample_photo_path())
 
 
 def panning(sample: np.ndarray, count: int, step: int = 2) -> list[np.ndarray]:
