@@ -30,8 +30,8 @@ import torch
 
 from ganimation.aus import AU_NAMES, NUM_AUS, aus_from_mapping
 from ganimation.shapewarp import (CONTROL_POINTS, FACE_OVAL, NUM_LANDMARKS, ShapeModel, anchor_points, au_regions,
-                                  eye_distance, pose_features, regional_least_squares, thin_plate_map,
-                                  within_groups)
+                                  eye_distance, pose_features, regional_least_squares, tensor_pair,
+                                  thin_plate_map, within_groups)
 
 #: Side of the reference frame in pixels; it spans the model's crop (crop widths 0..1).
 TEXTURE_SIZE = 128
@@ -85,12 +85,10 @@ class AppearanceModel:
     @classmethod
     def from_state_dict(cls, tensors: dict[str, torch.Tensor]) -> AppearanceModel | None:
         """The appearance model saved in a model file, or None when it has none."""
-        if "appearance.reference" not in tensors and "appearance.basis" not in tensors:
+        pair = tensor_pair(tensors, "an appearance model", "appearance.reference", "appearance.basis")
+        if pair is None:
             return None
-        try:
-            reference, basis = tensors["appearance.reference"], tensors["appearance.basis"]
-        except KeyError as missing:
-            raise ValueError(f"model file has an appearance model without {missing.args[0]}") from None
+        reference, basis = pair
         return cls(reference.float().numpy().astype(np.float64), basis.float().numpy().astype(np.float32))
 
 
@@ -221,7 +219,7 @@ def ratio_on_photo(model: AppearanceModel, moved: np.ndarray, region: tuple[int,
     whose landmarks have moved to ``moved`` (``(478, 2)`` photo pixels), for an AU change; None
     when the gain is 1 everywhere (the zero edit)."""
     log_ratio = model.log_ratio(delta_aus)
-    if not np.abs(log_ratio).max(initial=0.0) > 1e-4:
+    if np.abs(log_ratio).max(initial=0.0) <= 1e-4:
         return None
     x0, y0, x1, y1 = region
     map_x, map_y = frame_map(moved, model.reference * model.size - 0.5, (x0, y0, x1 - 1, y1 - 1), (y1 - y0, x1 - x0))

@@ -93,13 +93,23 @@ class ShapeModel:
     @classmethod
     def from_state_dict(cls, tensors: dict[str, torch.Tensor]) -> ShapeModel | None:
         """The shape model saved in a model file, or None when it has none."""
-        if "shape.mean" not in tensors and "shape.basis" not in tensors:
+        pair = tensor_pair(tensors, "a shape model", "shape.mean", "shape.basis")
+        if pair is None:
             return None
-        try:
-            mean, basis = tensors["shape.mean"], tensors["shape.basis"]
-        except KeyError as missing:
-            raise ValueError(f"model file has a shape model without {missing.args[0]}") from None
+        mean, basis = pair
         return cls(mean.float().numpy().astype(np.float64), basis.float().numpy().astype(np.float64))
+
+
+def tensor_pair(tensors: dict[str, torch.Tensor], what: str, first: str,
+                second: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The two tensors ``first`` and ``second`` of ``what`` in a model file (a shape model, an
+    appearance model), or None when the file has neither; one without the other is a ValueError."""
+    if first not in tensors and second not in tensors:
+        return None
+    try:
+        return tensors[first], tensors[second]
+    except KeyError as missing:
+        raise ValueError(f"model file has {what} without {missing.args[0]}") from None
 
 
 def pose_features(landmarks: np.ndarray) -> np.ndarray:
