@@ -240,18 +240,18 @@ def regional_least_squares(design: np.ndarray, targets: np.ndarray, allowed: np.
     return coefficients
 
 
-def within_groups(covariates: np.ndarray, landmarks: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Covariates and targets (landmarks, textures: any ``(N, ...)``) of the faces in groups of two
+def within_groups(covariates: np.ndarray, values: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Covariates and ``values`` (landmarks, textures: any ``(N, ...)``) of the faces in groups of two
     or more, less their group's means."""
     names = np.asarray(list(groups))
-    if len(names) != len(landmarks):
-        raise ValueError(f"{len(names)} group names for {len(landmarks)} faces")
+    if len(names) != len(values):
+        raise ValueError(f"{len(names)} group names for {len(values)} faces")
     _, index, counts = np.unique(names, return_inverse=True, return_counts=True)
     kept = counts[index] >= 2
     if kept.sum() < 4 * covariates.shape[1]:
         raise ValueError(f"need at least {4 * covariates.shape[1]} faces in groups of two or more, got {int(kept.sum())}")
     index = index[kept]
-    design, targets = covariates[kept], landmarks[kept]
+    design, targets = covariates[kept], values[kept]
     sizes = np.bincount(index).astype(np.float64)
     sizes[sizes == 0] = 1.0
     design_means = np.stack([np.bincount(index, weights=column) for column in design.T], axis=1) / sizes[:, None]
