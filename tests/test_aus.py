@@ -149,14 +149,19 @@ def test_expression_aus(name: str) -> None:
 
 
 def test_expression_prototypes() -> None:
-    happy = expression_aus("happy")
-    assert happy[AU_NAMES.index("AU12")] == 1.0 and happy[AU_NAMES.index("AU06")] == pytest.approx(0.8)
+    def au(expression: str, name: str) -> float:
+        return float(expression_aus(expression)[AU_NAMES.index(name)])
+
+    assert au("happy", "AU12") == au("happy", "AU06") == 1.0
     assert np.count_nonzero(expression_aus("neutral")) == 0
-    surprise = expression_aus("surprise")
-    assert surprise[AU_NAMES.index("AU01")] == surprise[AU_NAMES.index("AU02")] == 1.0
-    assert expression_aus("anger")[AU_NAMES.index("AU04")] == 1.0
-    assert expression_aus("disgust")[AU_NAMES.index("AU09")] == 1.0
-    assert expression_aus("sad")[AU_NAMES.index("AU15")] == pytest.approx(0.9)
+    # surprise and fear at their apex: brows up, lids wide, jaw dropped
+    for name in ("AU01", "AU02", "AU05", "AU26"):
+        assert au("surprise", name) == au("fear", name) == 1.0
+    assert au("fear", "AU04") > 0 and au("fear", "AU20") > 0 and au("surprise", "AU04") == 0
+    # anger bares the teeth (EMFACS 4+5+7+10+25+26); disgust wrinkles the nose and parts the lips
+    assert au("anger", "AU04") == au("anger", "AU10") == au("anger", "AU25") == 1.0
+    assert au("disgust", "AU09") == au("disgust", "AU10") == 1.0 and au("disgust", "AU25") > 0
+    assert au("sad", "AU15") == au("sad", "AU01") == 1.0 and au("sad", "AU12") == 0
     for name in EXPRESSIONS:
         assert all(au in AU_NAMES for au in EXPRESSIONS[name])
 
@@ -187,6 +192,6 @@ def test_unknown_expression() -> None:
 
 def test_format_aus() -> None:
     vector = expression_aus("happy")
-    assert format_aus(vector, nonzero_only=True) == "AU06=0.80 AU12=1.00 AU25=0.30"
+    assert format_aus(vector, nonzero_only=True) == "AU06=1.00 AU12=1.00 AU25=0.50"
     assert format_aus(np.zeros(NUM_AUS), nonzero_only=True) == "(neutral)"
     assert len(format_aus(np.zeros(NUM_AUS)).split()) == NUM_AUS

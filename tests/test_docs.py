@@ -27,3 +27,13 @@ def test_relative_links_resolve(page: Path) -> None:
 
 def test_readme_is_short() -> None:
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 150
+
+
+def test_named_expression_table_matches_the_code() -> None:
+    from ganimation.aus import EXPRESSIONS
+
+    page = (ROOT / "docs" / "animate.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", page, flags=re.MULTILINE))
+    for name, aus in EXPRESSIONS.items():
+        listed = dict((au, float(value)) for au, value in re.findall(r"(AU\d\d) ([\d.]+)", rows[name]))
+        assert listed == aus, f"docs/animate.md lists {name} as {listed}, the code has {aus}"

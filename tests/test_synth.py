@@ -170,6 +170,19 @@ def test_sample_aus_statistics() -> None:
     assert samples[happy, AU_NAMES.index("AU06")].mean() > samples[~happy, AU_NAMES.index("AU06")].mean() + 0.1
 
 
+
+def test_sample_aus_keeps_the_worlds_own_prototypes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The named expressions users ask for may change; a seed's labels (and so the synthetic
+    benchmark) must not change with them."""
+    from ganimation import aus
+
+    before = np.stack([synth.sample_aus(np.random.default_rng(3)) for _ in range(50)])
+    for name in aus.EXPRESSIONS:
+        monkeypatch.setitem(aus.EXPRESSIONS, name, {"AU45": 1.0})
+    after = np.stack([synth.sample_aus(np.random.default_rng(3)) for _ in range(50)])
+    np.testing.assert_array_equal(before, after)
+    assert set(synth.LABEL_PROTOTYPES) == set(aus.EXPRESSIONS) - {"neutral"}
+
 def _is_small_change(varied: np.ndarray, base: np.ndarray, tolerance: float = 0.0) -> bool:
     """At most two AUs differ, or the same AUs at one common factor (up to clipping at 1)."""
     if (np.abs(varied - base) > tolerance).sum() <= 2:

@@ -45,17 +45,28 @@ AU_DESCRIPTIONS: dict[str, str] = {
     "AU45": "blink",
 }
 
-#: Basic emotions as FACS/EMFACS prototypes: AU name -> intensity in [0, 1] at full intensity.
-#: Prototypes after Ekman & Friesen's EMFACS; contempt is unilateral in FACS, and weak here
-#: because the model (like OpenFace) has no notion of side.
+#: Basic emotions as FACS/EMFACS prototypes at their apex: AU name -> intensity in [0, 1] at
+#: full intensity. Where EMFACS (Ekman & Friesen) lists several prototypes of an emotion, the one
+#: named here is the one that reads as that emotion on its own, in a still photo:
+#:
+#: * surprise 1+2+5+25+26 and fear 1+2+4+5+20+25+26 are at full strength, as posed;
+#: * anger is the open-mouth prototype 4+5+7+10+25+26 (teeth bared, brows down and drawn together,
+#:   a glare). Its closed-mouth variant 4+5+7+23 shows little more than pressed lips in a photo;
+#: * disgust is 9+10+15 with the lips parted: FACS's 9+15+16 needs AU16 (lower lip depressor),
+#:   which OpenFace does not estimate, and AU25 (lips part) is what it does to the mouth;
+#:   brows lower with it (AU04);
+#: * contempt is unilateral in FACS, and weak here because the model (like OpenFace) has no
+#:   notion of side.
+#:
+#: The synthetic world samples its labels from a table of its own (``synth``), not from this one.
 EXPRESSIONS: dict[str, dict[str, float]] = {
     "neutral": {},
-    "happy": {"AU06": 0.8, "AU12": 1.0, "AU25": 0.3},
-    "sad": {"AU01": 0.9, "AU04": 0.6, "AU15": 0.9, "AU17": 0.3},
-    "surprise": {"AU01": 1.0, "AU02": 1.0, "AU05": 0.8, "AU25": 0.6, "AU26": 0.9},
-    "fear": {"AU01": 0.9, "AU02": 0.7, "AU04": 0.6, "AU05": 0.9, "AU07": 0.5, "AU20": 0.8, "AU25": 0.5, "AU26": 0.5},
-    "anger": {"AU04": 1.0, "AU05": 0.6, "AU07": 0.8, "AU23": 0.9, "AU17": 0.4},
-    "disgust": {"AU09": 1.0, "AU10": 0.8, "AU15": 0.5, "AU17": 0.4},
+    "happy": {"AU06": 1.0, "AU12": 1.0, "AU25": 0.5},
+    "sad": {"AU01": 1.0, "AU04": 0.8, "AU15": 1.0, "AU17": 0.5},
+    "surprise": {"AU01": 1.0, "AU02": 1.0, "AU05": 1.0, "AU25": 1.0, "AU26": 1.0},
+    "fear": {"AU01": 1.0, "AU02": 1.0, "AU04": 0.8, "AU05": 1.0, "AU20": 0.6, "AU25": 1.0, "AU26": 1.0},
+    "anger": {"AU04": 1.0, "AU05": 0.8, "AU07": 0.8, "AU10": 1.0, "AU25": 1.0, "AU26": 0.5},
+    "disgust": {"AU04": 0.5, "AU09": 1.0, "AU10": 1.0, "AU15": 0.5, "AU25": 0.6},
     "contempt": {"AU12": 0.4, "AU14": 0.6},
 }
 

@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
-from .aus import AU_NAMES, EXPRESSIONS, NUM_AUS, OPENFACE_COLUMNS, OPENFACE_SCALE, check_au_vector
+from .aus import AU_NAMES, NUM_AUS, OPENFACE_COLUMNS, OPENFACE_SCALE, check_au_vector
 from .files import save_image, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -284,7 +284,19 @@ def sample_identity(rng: np.random.Generator) -> Identity:
 # AU sampling
 # --------------------------------------------------------------------------------------------
 
-_EMOTIONS: tuple[str, ...] = tuple(name for name in EXPRESSIONS if name != "neutral")
+#: The world's emotion prototypes (EMFACS, at the moderate strengths OpenFace reports on real
+#: faces). They are the world's own: ``aus.EXPRESSIONS``, what users ask for, may change without
+#: changing a seed's images, labels or the benchmark.
+LABEL_PROTOTYPES: dict[str, dict[str, float]] = {
+    "happy": {"AU06": 0.8, "AU12": 1.0, "AU25": 0.3},
+    "sad": {"AU01": 0.9, "AU04": 0.6, "AU15": 0.9, "AU17": 0.3},
+    "surprise": {"AU01": 1.0, "AU02": 1.0, "AU05": 0.8, "AU25": 0.6, "AU26": 0.9},
+    "fear": {"AU01": 0.9, "AU02": 0.7, "AU04": 0.6, "AU05": 0.9, "AU07": 0.5, "AU20": 0.8, "AU25": 0.5, "AU26": 0.5},
+    "anger": {"AU04": 1.0, "AU05": 0.6, "AU07": 0.8, "AU23": 0.9, "AU17": 0.4},
+    "disgust": {"AU09": 1.0, "AU10": 0.8, "AU15": 0.5, "AU17": 0.4},
+    "contempt": {"AU12": 0.4, "AU14": 0.6},
+}
+_EMOTIONS: tuple[str, ...] = tuple(LABEL_PROTOTYPES)
 _AU_POS: dict[str, int] = {name: i for i, name in enumerate(AU_NAMES)}
 
 
@@ -355,7 +367,7 @@ def _sparse_aus(aus: np.ndarray) -> np.ndarray:
 
 
 def _add_emotion(rng: np.random.Generator, aus: np.ndarray, name: str, intensity: float) -> None:
-    for au, value in EXPRESSIONS[name].items():
+    for au, value in LABEL_PROTOTYPES[name].items():
         if rng.random() < 0.12:
             continue
         index = _AU_POS[au]
