@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -141,15 +142,20 @@ def test_face_warp_gain_multiplies_fades_and_moves(sample: np.ndarray) -> None:
 def test_appearance_model_round_trips_through_a_model_file_in_half(tmp_path: Path, bundled: GANimation,
                                                                    reference: np.ndarray) -> None:
     generator, config = tiny_generator()
-    shading = A.AppearanceModel(reference, planted_shading(reference))
+    interior = np.random.default_rng(0).normal(0, 0.5, (NUM_AUS + 1, SIZE, SIZE)).astype(np.float32)
+    shading = A.AppearanceModel(reference, planted_shading(reference), interior)
     path = save_model_file(tmp_path / "model.safetensors", generator, None, config, half=True,
                            shape=bundled.shape, appearance=shading)
     _, tensors, _ = read_model_file(path)
-    assert tensors["appearance.basis"].dtype == torch.float16
+    assert tensors["appearance.basis"].dtype == tensors["appearance.interior"].dtype == torch.float16
     assert tensors["appearance.reference"].dtype == torch.float32
     loaded = GANimation.load(path, device="cpu")
     assert loaded.appearance is not None
     assert np.allclose(loaded.appearance.basis, shading.basis, atol=1e-3)
+    assert np.allclose(loaded.appearance.interior, interior, atol=2e-3)
+    without = save_model_file(tmp_path / "without.safetensors", generator, None, config, shape=bundled.shape,
+                              appearance=A.AppearanceModel(reference, planted_shading(reference)))
+    assert GANimation.load(without, device="cpu").appearance.interior is None  # an older file: no painting
     assert np.allclose(loaded.appearance.reference, reference, atol=1e-6)
     plain = save_model_file(tmp_path / "plain.safetensors", generator, None, config, shape=bundled.shape)
     assert GANimation.load(plain, device="cpu").appearance is None
@@ -227,3 +233,78 @@ def test_a_grey_photo_stays_grey(bundled: GANimation, sample: np.ndarray) -> Non
     edited = animator.edit(grey, expression_aus("surprise")).image
     assert (edited != grey).any(-1).sum() > 3000  # it moved and shaded the face...
     assert np.array_equal(edited[..., 0], edited[..., 1]) and np.array_equal(edited[..., 1], edited[..., 2])  # ...in grey
+
+
+def closed_mouth(reference: np.ndarray) -> np.ndarray:
+    """``reference`` with its lower inner lip up against the upper one: lips together."""
+    closed = reference.copy()
+    for upper, lower in zip(S.UPPER_INNER_LIP, S.LOWER_INNER_LIP):
+        closed[lower] = closed[upper]
+    return closed
+
+
+def test_fit_learns_the_inside_of_open_mouths_across_people(reference: np.ndarray) -> None:
+    rng = np.random.default_rng(2)
+    count = 240
+    aus = rng.uniform(0, 1, (count, NUM_AUS)) * (rng.uniform(size=(count, NUM_AUS)) < 0.4)
+    is_open = np.arange(count) % 2 == 0
+    landmarks = np.where(is_open[:, None, None], reference[None], closed_mouth(reference)[None])
+    assert A.mouth_opening(reference) >= A.OPEN_MOUTH > A.mouth_opening(closed_mouth(reference))
+    skin = rng.normal(-0.5, 0.3, count)  # each face lit and coloured its own way
+    inside = A.interior_mask(reference, SIZE) > 0.5
+    textures = np.repeat(skin[:, None, None], SIZE, 1).repeat(SIZE, 2) + rng.normal(0, 0.01, (count, SIZE, SIZE))
+    # open mouths: dark inside, darker as the jaw drops; closed ones show lips there instead
+    depth = np.where(is_open, -1.0 - 0.6 * aus[:, au_index("AU26")], 0.3)
+    textures[:, inside] += depth[:, None]
+    textures = textures.astype(np.float32)
+    planes = A.fit_mouth_interior(textures, landmarks, aus, reference)
+    assert planes is not None and planes.shape == (NUM_AUS + 1, SIZE, SIZE)
+    assert np.abs(planes[0][inside] + 1.0).max() < 0.05  # relative to each face's own light
+    assert np.abs(planes[1 + au_index("AU26")][inside] + 0.6).max() < 0.05
+    assert np.abs(planes[1 + au_index("AU04")]).max() == 0.0  # the brows are not the mouth's
+    assert not planes[:, ~inside].any()
+    model = A.AppearanceModel(reference, np.zeros((NUM_AUS, SIZE, SIZE), np.float32), planes)
+    dropped = model.interior_log_luminance(aus_from_mapping({"AU26": 1.0}))
+    assert dropped[inside].mean() == pytest.approx(-1.6, abs=0.05)
+    # too few open mouths to learn from: no interior
+    assert A.fit_mouth_interior(textures[~is_open], landmarks[~is_open], aus[~is_open], reference) is None
+    with pytest.raises(ValueError, match="interior"):
+        A.AppearanceModel(reference, model.basis, planes[:5])
+
+
+def test_mouth_colour_is_the_lips_hue(reference: np.ndarray) -> None:
+    size = 128
+    crop = np.full((size, size, 3), (200, 170, 150), np.uint8)  # skin
+    lips = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(lips, [np.round(reference[list(A.OUTER_LIP_CONTOUR)] * size - 0.5).astype(np.int32)], 1)
+    crop[lips > 0] = (160, 60, 70)
+    colour = A.mouth_colour(crop, reference)
+    assert colour is not None
+    assert colour @ np.array([0.299, 0.587, 0.114]) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(colour / colour[0], np.array([160, 60, 70]) / 160, atol=0.03)
+    grey = np.repeat(crop.mean(-1, keepdims=True).astype(np.uint8), 3, axis=2)
+    np.testing.assert_allclose(A.mouth_colour(grey, reference), 1.0, atol=1e-5)
+    assert A.mouth_colour(crop[..., 0], reference) is None
+
+
+def test_the_bundled_model_paints_the_gap_an_opening_mouth_reveals(bundled: GANimation, sample: np.ndarray) -> None:
+    """The sample smiles with her teeth; asked for surprise, her jaw drops. The warp keeps the
+    teeth whole and opens a gap between them, which the appearance model paints as the dark
+    inside of a mouth. Without it the gap would be the teeth, stretched into stripes."""
+    animator = PhotoAnimator(bundled, detector=CachedDetector())
+    aligned = animator.align(sample)
+    target = expression_aus("surprise")
+    warp = shape_warp(bundled, sample.shape, aligned[0], target)
+    assert warp is not None and warp.revealed is not None and warp.fill is not None
+    gap = warp.revealed > 0.99
+    assert gap.sum() > 50
+    x0, y0, x1, y1 = warp.region
+    weights = np.array([0.299, 0.587, 0.114])
+    face = np.median(sample[y0:y1, x0:x1][warp.moving] @ weights)
+    painted = animator.edit(sample, target, aligned=aligned).image[y0:y1, x0:x1][gap] @ weights
+    unpainted_model = GANimation(bundled.generator, None, bundled.config, shape=bundled.shape)
+    unpainted_model.generator_domain = bundled.generator_domain
+    stretched = PhotoAnimator(unpainted_model).edit(sample, target, aligned=aligned).image[y0:y1, x0:x1][gap] @ weights
+    assert stretched.mean() > face and stretched.std() > 30  # teeth, in stripes
+    assert painted.mean() < 0.6 * face and painted.std() < 0.5 * stretched.std()  # a dark, even inside
+    assert np.array_equal(animator.edit(sample, read_aus(aligned[0].face.mesh), aligned=aligned).image, sample)

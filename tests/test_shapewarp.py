@@ -639,3 +639,81 @@ def test_a_photo_trained_generator_paints_the_warped_face(bundled: GANimation, s
                                                   "residual"))
     assert edit.faces[0].attention is not None
     assert np.array_equal(edit.faces[0].aligned.crop, moved.crop)
+
+
+# ---------------------------------------------------------------------------------------------
+# The inside of a mouth that opens
+# ---------------------------------------------------------------------------------------------
+
+
+def mouth_column(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """The mouth's middle column: its x and the inner lips' y there (upper, lower)."""
+    return float(landmarks[[13, 14], 0].mean()), float(landmarks[13, 1]), float(landmarks[14, 1])
+
+
+def test_an_opening_mouth_keeps_its_teeth_and_opens_a_gap(bundled: GANimation, mean_face: np.ndarray) -> None:
+    landmarks, matrix = photo_face(mean_face)
+    # a mouth a little open (teeth show), asked to drop its jaw
+    own = S.moved_landmarks(landmarks, matrix, 64, bundled.shape, au_delta(AU25=0.5))
+    moved = S.moved_landmarks(own, matrix, 64, bundled.shape, au_delta(AU25=0.5, AU26=1.0))
+    x, top, bottom = mouth_column(own)
+    _, top_to, bottom_to = mouth_column(moved)
+    gap, gap_to = bottom - top, bottom_to - top_to
+    assert gap > 4 and gap_to > gap + 8
+    plan = S.plan_warp((512, 512, 3), own, moved)
+    assert plan is not None and plan.revealed is not None
+    x0, y0 = plan.region[:2]
+    column = int(round(x)) - x0
+    ys = np.arange(int(np.ceil(top_to)) + 1, int(np.floor(bottom_to)) - 1)
+    sources = ys + y0 + plan.dy[ys - y0, column]
+    below_upper = ys + y0 - top_to
+    # the upper half of what the photo showed goes with the upper lip, unstretched...
+    upper = below_upper < gap / 2 - 1
+    np.testing.assert_allclose(sources[upper] - top, below_upper[upper], atol=0.6)
+    # ...the lower half with the lower lip...
+    above_lower = bottom_to - (ys + y0)
+    lower = above_lower < gap / 2 - 1
+    np.testing.assert_allclose(bottom - sources[lower], above_lower[lower], atol=0.6)
+    # ...and the gap between them is new: drawn from the line where the halves met, and marked
+    middle = ~upper & ~lower & (below_upper > gap / 2 + 2) & (above_lower > gap / 2 + 2)
+    assert middle.sum() >= 4
+    assert np.ptp(sources[middle]) < 0.1 and abs(float(sources[middle].mean()) - (top + gap / 2)) < 1.5
+    revealed = plan.revealed[ys - y0, column]
+    halves = (below_upper < gap / 2 - 2.5) | (above_lower < gap / 2 - 2.5)  # clear of the gap's soft edge
+    assert (revealed[middle] == 1.0).all() and halves.sum() >= 4 and (revealed[halves] == 0.0).all()
+    assert plan.revealed[:, : max(column - 200, 1)].max(initial=0.0) == 0.0  # nothing beyond the mouth
+
+
+def test_a_closing_mouth_reveals_nothing(bundled: GANimation, mean_face: np.ndarray) -> None:
+    landmarks, matrix = photo_face(mean_face)
+    own = S.moved_landmarks(landmarks, matrix, 64, bundled.shape, au_delta(AU25=1.0, AU26=0.5))
+    moved = landmarks  # the mean face: lips together
+    plan = S.plan_warp((512, 512, 3), own, moved)
+    assert plan is not None and plan.revealed is None
+    # what lies between the moved lips is squeezed from between the lips it had
+    x, top, bottom = mouth_column(own)
+    _, top_to, bottom_to = mouth_column(moved)
+    x0, y0 = plan.region[:2]
+    ys = np.arange(int(np.ceil(top_to)), int(np.floor(bottom_to)) + 1)
+    sources = ys + plan.dy[ys - y0, int(round(x)) - x0]
+    assert (sources >= top - 0.6).all() and (sources <= bottom + 0.6).all()
+
+
+def test_a_fill_paints_luminance_in_a_colour_over_its_weight() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(20, 230, (6, 8, 3)).astype(np.float32)
+    target = np.full((6, 8), np.log(0.25 + 0.02), np.float32)  # a quarter of white's luminance
+    weight = np.zeros((6, 8), np.float32)
+    weight[:, 4:] = 1.0
+    red = np.array([1.4, 0.8, 0.7], np.float32)
+    red /= red @ np.array([0.299, 0.587, 0.114], np.float32)  # luminance 1
+    painted = S.Fill(target, weight, red).paint(pixels)
+    np.testing.assert_array_equal(painted[:, :4], pixels[:, :4])  # weight 0: untouched
+    np.testing.assert_allclose(painted[:, 4:], np.broadcast_to(0.25 * 255 * red, (6, 4, 3)), rtol=1e-5)
+    # without a colour (and on grey pixels) the pixels keep theirs, brought to the luminance
+    own = S.Fill(target, weight).paint(pixels)
+    np.testing.assert_allclose(own[:, 4:] @ np.array([0.299, 0.587, 0.114]), 0.25 * 255, rtol=1e-4)
+    ratio = own[:, 4:] / pixels[:, 4:]
+    np.testing.assert_allclose(ratio[..., 0], ratio[..., 2], rtol=1e-5)
+    grey = S.Fill(target, weight).paint(pixels[..., 0])
+    np.testing.assert_allclose(grey[:, 4:], 0.25 * 255, rtol=1e-4)

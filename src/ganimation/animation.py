@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from ganimation.aureader import read_aus
-from ganimation.appearance import ratio_on_photo
-from ganimation.shapewarp import FaceWarp, moved_landmarks, plan_warp
+from ganimation.appearance import interior_on_photo, ratio_on_photo
+from ganimation.shapewarp import FaceWarp, crop_landmarks, moved_landmarks, plan_warp
 from ganimation.facemesh import FaceMesh, MeshFace, compose_affine, roi_from_landmarks
 from ganimation.aus import NUM_AUS, AUError, aus_from_mapping, expression_aus
 from ganimation.faces import (
@@ -424,7 +424,10 @@ def shape_warp(model: GANimation, photo_shape: tuple[int, ...], aligned: Aligned
     if warp is None:
         return None
     if model.appearance is not None:  # the shading the movement shows, over the moved face
-        warp = dataclasses.replace(warp, gain=ratio_on_photo(model.appearance, moved, warp.region, delta))
+        points = crop_landmarks(mesh.landmarks, aligned.matrix, aligned.size)
+        warp = dataclasses.replace(
+            warp, gain=ratio_on_photo(model.appearance, moved, warp.region, delta),
+            fill=interior_on_photo(model.appearance, aligned.crop, points, moved, warp.region, target, warp.revealed))
     # held within the paste mask of a crop with a margin (WARP_MARGIN): a moving jaw needs room
     # below the chin to fade out, which the model's tight crop does not leave
     x0, y0, x1, y1 = warp.region

@@ -16,7 +16,12 @@ Shan & Zhang, *Expressive Expression Mapping with Ratio Images*, 2001):
 * an edit multiplies the warped face by ``exp(basis · (target - own))`` carried from the
   reference frame onto the face's moved landmarks. A ratio, not a colour: it darkens and
   lightens the face's own skin, so a grey photo stays grey, and asking for the face's own AUs
-  gives a ratio of exactly 1.
+  gives a ratio of exactly 1;
+* where an edit **opens a mouth**, no ratio can help: between the lips it opens a gap the photo
+  never showed (:func:`ganimation.shapewarp.mouth_inside`). There the model paints the inside of
+  a mouth (:attr:`AppearanceModel.interior`): the inside of the training faces' open mouths,
+  relative to each face's own light, and how it changes with the AUs (dark with a dropped jaw,
+  lighter where teeth show), in the hue of the face's own lips.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ import numpy as np
 import torch
 
 from ganimation.aus import AU_NAMES, NUM_AUS, aus_from_mapping
-from ganimation.shapewarp import (CONTROL_POINTS, FACE_OVAL, NUM_LANDMARKS, ShapeModel, anchor_points, au_regions,
-                                  eye_distance, pose_features, regional_least_squares, tensor_pair,
-                                  thin_plate_map, within_groups)
+from ganimation.shapewarp import (CONTROL_POINTS, FACE_OVAL, INNER_LIP_CONTOUR, NUM_LANDMARKS, Fill, ShapeModel,
+                                  anchor_points, au_regions, eye_distance, log_luminance, pose_features,
+                                  regional_least_squares, tensor_pair, thin_plate_map, within_groups)
 
 #: Side of the reference frame in pixels; it spans the model's crop (crop widths 0..1).
 TEXTURE_SIZE = 128
@@ -52,21 +57,35 @@ EYE_MARGIN = 0.12
 EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
                 (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
 
+#: Faces whose opening (:func:`mouth_opening`) is at least this show enough of the mouth's inside
+#: to teach it: about one training face in ten, open almost as wide as the reference face (0.093).
+OPEN_MOUTH = 0.08
+#: The painted inside stays within this of the face's median log-luminance (darker: e^-2.5 ≈ 8 %).
+INTERIOR_RANGE = (-2.5, 0.8)
+
 
 @dataclasses.dataclass(frozen=True)
 class AppearanceModel:
     """``reference``: ``(478, 2)`` landmarks of the reference shape in crop widths; ``basis``:
-    ``(17, S, S)`` change of log-luminance per unit of each AU, in the reference frame."""
+    ``(17, S, S)`` change of log-luminance per unit of each AU, in the reference frame;
+    ``interior`` (optional): ``(18, S, S)``, the inside of an open mouth in that frame, as
+    log-luminance relative to the face's median, at no AUs, then per unit of each AU (0 outside
+    the reference face's inner lips)."""
 
     reference: np.ndarray
     basis: np.ndarray
+    interior: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.reference.shape != (NUM_LANDMARKS, 2) or self.basis.ndim != 3 or self.basis.shape[0] != NUM_AUS \
                 or self.basis.shape[1] != self.basis.shape[2]:
             raise ValueError(f"appearance model: expected reference (478, 2) and basis (17, S, S), got "
                              f"{self.reference.shape} and {self.basis.shape}")
-        if not (np.isfinite(self.reference).all() and np.isfinite(self.basis).all()):
+        if self.interior is not None and self.interior.shape != (NUM_AUS + 1, *self.basis.shape[1:]):
+            raise ValueError(f"appearance model: expected interior {(NUM_AUS + 1, *self.basis.shape[1:])}, "
+                             f"got {self.interior.shape}")
+        parts = [self.reference, self.basis] + ([] if self.interior is None else [self.interior])
+        if not all(np.isfinite(part).all() for part in parts):
             raise ValueError("appearance model: contains NaN or infinity")
 
     @property
@@ -78,9 +97,20 @@ class AppearanceModel:
         delta = np.asarray(delta_aus, dtype=np.float32).reshape(NUM_AUS)
         return np.clip(np.tensordot(delta, self.basis, axes=1), -MAX_LOG_RATIO, MAX_LOG_RATIO).astype(np.float32)
 
+    def interior_log_luminance(self, aus: np.ndarray) -> np.ndarray:
+        """``(S, S)`` the inside of a mouth with ``aus`` ``(17,)``, relative to the face's median."""
+        if self.interior is None:
+            raise ValueError("appearance model: has no mouth interior")
+        planes = self.interior.astype(np.float32)
+        painted = planes[0] + np.tensordot(np.asarray(aus, np.float32).reshape(NUM_AUS), planes[1:], axes=1)
+        return np.clip(painted, *INTERIOR_RANGE).astype(np.float32)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"appearance.reference": torch.from_numpy(self.reference.astype(np.float32)),
-                "appearance.basis": torch.from_numpy(self.basis.astype(np.float32))}
+        tensors = {"appearance.reference": torch.from_numpy(self.reference.astype(np.float32)),
+                   "appearance.basis": torch.from_numpy(self.basis.astype(np.float32))}
+        if self.interior is not None:
+            tensors["appearance.interior"] = torch.from_numpy(self.interior.astype(np.float32))
+        return tensors
 
     @classmethod
     def from_state_dict(cls, tensors: dict[str, torch.Tensor]) -> AppearanceModel | None:
@@ -89,7 +119,9 @@ class AppearanceModel:
         if pair is None:
             return None
         reference, basis = pair
-        return cls(reference.float().numpy().astype(np.float64), basis.float().numpy().astype(np.float32))
+        interior = tensors.get("appearance.interior")
+        return cls(reference.float().numpy().astype(np.float64), basis.float().numpy().astype(np.float32),
+                   None if interior is None else interior.float().numpy())
 
 
 def reference_shape(shape: ShapeModel) -> np.ndarray:
@@ -126,13 +158,6 @@ def frame_map(source: np.ndarray, target: np.ndarray, region: tuple[float, float
     grid_x, grid_y = np.meshgrid(along_x, along_y)
     return tuple(cv2.remap(np.ascontiguousarray(mapped[..., axis]), grid_x, grid_y, cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE) for axis in (0, 1))
-
-
-def log_luminance(rgb: np.ndarray) -> np.ndarray:
-    """``log`` of Rec. 601 luminance in [0, 1] (with a floor, so black is not minus infinity)."""
-    rgb = np.asarray(rgb, dtype=np.float32) / 255.0
-    luminance = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-    return np.log(luminance + 0.02)
 
 
 def shape_free(crop: np.ndarray, landmarks: np.ndarray, reference: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
@@ -210,7 +235,49 @@ def fit_appearance_model(textures: np.ndarray, landmarks: np.ndarray, aus: np.nd
     coefficients = regional_least_squares(design, centred, allowed, ridge)
     basis = coefficients.reshape(NUM_AUS, size, size).astype(np.float32)
     basis = np.stack([cv2.GaussianBlur(plane, (0, 0), _BASIS_BLUR) for plane in basis]) * soft
-    return AppearanceModel(np.asarray(reference, np.float64), basis.astype(np.float32))
+    interior = fit_mouth_interior(textures, landmarks, aus, reference, ridge)
+    return AppearanceModel(np.asarray(reference, np.float64), basis.astype(np.float32), interior)
+
+
+def mouth_opening(landmarks: np.ndarray) -> float:
+    """The area inside the inner lips of landmarks ``(478, 2+)``, over the eye distance squared."""
+    x, y = (np.asarray(landmarks)[list(INNER_LIP_CONTOUR), axis].astype(np.float64) for axis in (0, 1))
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    return area / max(eye_distance(landmarks), 1e-9) ** 2
+
+
+def interior_mask(reference: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """``(size, size)`` 1 inside the reference face's inner lips, else 0."""
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [np.round(reference[list(INNER_LIP_CONTOUR)] * size - 0.5).astype(np.int32)], 1)
+    return mask.astype(np.float32)
+
+
+def fit_mouth_interior(textures: np.ndarray, landmarks: np.ndarray, aus: np.ndarray, reference: np.ndarray,
+                       ridge: float = 1e-2) -> np.ndarray | None:
+    """``(18, S, S)`` the inside of an open mouth (:attr:`AppearanceModel.interior`), or None
+    with too few open mouths (:data:`OPEN_MOUTH`) to learn it from.
+
+    Least squares over the faces whose mouths are open, *across* people rather than within them:
+    what is wanted is what a mouth's inside looks like, which a closed-mouthed person's photos
+    never show. Each face's log-luminance is taken relative to its median (its light and skin),
+    and each pixel is fitted on the AUs of its part of the face (the mouth's)."""
+    size = textures.shape[-1]
+    chosen = np.flatnonzero([mouth_opening(points) >= OPEN_MOUTH for points in landmarks])
+    if len(chosen) < 4 * (NUM_AUS + 1):
+        return None
+    inside = interior_mask(reference, size) > 0.5
+    light = lighting_features(textures[chosen], face_mask(reference, size))[:, 0]
+    values = np.asarray(textures[chosen][:, inside], np.float64) - light[:, None]
+    xs = (np.arange(size) + 0.5) / size
+    pixels = np.stack(np.meshgrid(xs, xs), axis=-1)[inside]
+    chosen_aus = np.asarray(aus, np.float64)[chosen]
+    design, centred = chosen_aus - chosen_aus.mean(0), values - values.mean(0)
+    coefficients = regional_least_squares(design, centred[..., None], au_regions(reference, pixels), ridge)[..., 0]
+    planes = np.zeros((NUM_AUS + 1, size, size), np.float32)
+    planes[0][inside] = values.mean(0) - chosen_aus.mean(0) @ coefficients
+    planes[1:, inside] = coefficients
+    return planes
 
 
 def ratio_on_photo(model: AppearanceModel, moved: np.ndarray, region: tuple[int, int, int, int],
@@ -221,13 +288,69 @@ def ratio_on_photo(model: AppearanceModel, moved: np.ndarray, region: tuple[int,
     log_ratio = model.log_ratio(delta_aus)
     if np.abs(log_ratio).max(initial=0.0) <= 1e-4:
         return None
+    return np.exp(_onto_photo(model, log_ratio, moved, region)).astype(np.float32)
+
+
+def interior_on_photo(model: AppearanceModel, crop: np.ndarray, crop_points: np.ndarray, moved: np.ndarray,
+                      region: tuple[int, int, int, int], target: np.ndarray,
+                      revealed: np.ndarray | None) -> Fill | None:
+    """The painted inside of a mouth the edit opens, over ``region`` of the photo (a
+    :class:`~ganimation.shapewarp.Fill`), or None when the model has no interior or the edit
+    reveals none.
+
+    ``crop`` is the face's aligned crop and ``crop_points`` its landmarks there (crop widths), for
+    the face's own light; ``moved`` its landmarks in the photo after the edit; ``target`` the AUs
+    asked for; ``revealed`` where the warp opened a gap the photo never showed
+    (:attr:`ganimation.shapewarp.FaceWarp.revealed`), the weight."""
+    if model.interior is None or revealed is None or not (revealed > 1e-3).any():
+        return None
+    face = face_mask(model.reference, model.size) > 0.5
+    light = float(np.median(shape_free(crop, crop_points, model.reference, model.size)[face]))
+    painted = _onto_photo(model, light + model.interior_log_luminance(target), moved, region)
+    return Fill(painted, revealed, mouth_colour(crop, crop_points))
+
+
+#: The outer lips (MediaPipe mesh), in order around the mouth.
+OUTER_LIP_CONTOUR = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+
+
+def mouth_colour(crop: np.ndarray, crop_points: np.ndarray) -> np.ndarray | None:
+    """The colour the inside of this face's mouth is painted in (RGB of luminance 1): its lips'
+    hue (a mouth's inside is the lips' flesh, in shadow); None for a grey crop
+    or one whose lips cover no pixel."""
+    if crop.ndim != 3 or crop.shape[-1] != 3:
+        return None
+    size = crop.shape[1]
+    lips = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillPoly(lips, [np.round(crop_points[list(OUTER_LIP_CONTOUR), :2] * size - 0.5).astype(np.int32)], 1)
+    cv2.fillPoly(lips, [np.round(crop_points[list(INNER_LIP_CONTOUR), :2] * size - 0.5).astype(np.int32)], 0)
+    if not lips.any():
+        return None
+    colour = crop[lips > 0].astype(np.float64).mean(0)
+    luminance = float(colour @ np.array([0.299, 0.587, 0.114]))
+    if luminance <= 1.0:
+        return None
+    return (colour / luminance).astype(np.float32)
+
+
+def _onto_photo(model: AppearanceModel, plane: np.ndarray, moved: np.ndarray,
+                region: tuple[int, int, int, int]) -> np.ndarray:
+    """A plane of the reference frame carried onto ``region`` of the photo, where the face's
+    landmarks are ``moved``; 0 outside the frame."""
     x0, y0, x1, y1 = region
     map_x, map_y = frame_map(moved, model.reference * model.size - 0.5, (x0, y0, x1 - 1, y1 - 1), (y1 - y0, x1 - x0))
-    gain_log = cv2.remap(log_ratio, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return np.exp(gain_log).astype(np.float32)
+    return cv2.remap(np.ascontiguousarray(plane, np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
 def describe(model: AppearanceModel) -> list[str]:
-    """A line per AU: its strongest darkening and lightening (percent of luminance at intensity 1)."""
-    return [f"{name}: darkens up to {100 * (1 - np.exp(plane.min())):.0f} %, lightens up to "
-            f"{100 * (np.exp(plane.max()) - 1):.0f} %" for name, plane in zip(AU_NAMES, model.basis)]
+    """A line per AU: its strongest darkening and lightening (percent of luminance at intensity 1);
+    and, with a mouth interior, how light it paints a mouth's inside."""
+    lines = [f"{name}: darkens up to {100 * (1 - np.exp(plane.min())):.0f} %, lightens up to "
+             f"{100 * (np.exp(plane.max()) - 1):.0f} %" for name, plane in zip(AU_NAMES, model.basis)]
+    if model.interior is not None:
+        inside = interior_mask(model.reference, model.size) > 0.5
+        shares = [100 * float(np.exp(model.interior_log_luminance(aus_from_mapping(aus))[inside]).mean())
+                  for aus in ({}, {"AU25": 1.0, "AU26": 1.0})]
+        lines.append(f"inside of a mouth: {shares[0]:.0f} % of the face's light, {shares[1]:.0f} % with the jaw dropped")
+    return lines

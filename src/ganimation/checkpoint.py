@@ -108,8 +108,10 @@ def save_model_file(path: str | os.PathLike[str], generator: nn.Module, discrimi
         tensors.update(shape.state_dict())
     if appearance is not None:
         tensors.update(appearance.state_dict())
-        if half:
-            tensors["appearance.basis"] = tensors["appearance.basis"].half()
+        if half:  # the maps; the reference shape stays exact
+            for key in ("appearance.basis", "appearance.interior"):
+                if key in tensors:
+                    tensors[key] = tensors[key].half()
     target = Path(path)
     with atomic_output(target) as temp:
         save_file(tensors, str(temp), metadata=metadata)

@@ -312,8 +312,15 @@ def face_displacement(landmarks: np.ndarray, moved: np.ndarray, grid: int = _GRI
 
     Returns ``(box, field)``: ``box = (x0, y0, x1, y1)`` in photo pixels and ``field``
     ``(grid, grid, 2)``, for each lattice point the offset to the pixel it takes its colour from.
-    The field is exactly zero beyond the outer anchor ring.
+    The field is exactly zero beyond the outer anchor ring; where it would fold, all of it is
+    scaled down (:func:`unfolding_factor`).
     """
+    box, field, factor = _face_field(landmarks, moved, grid)
+    return box, field * factor
+
+
+def _face_field(landmarks: np.ndarray, moved: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`face_displacement`'s box, its field before unfolding, and the unfolding factor."""
     inner, outer = (_anchors(landmarks, ring) for ring in _ANCHOR_RINGS)
     still = np.concatenate([inner, outer])
     targets = np.concatenate([moved[CONTROL_POINTS], still])
@@ -331,7 +338,7 @@ def face_displacement(landmarks: np.ndarray, moved: np.ndarray, grid: int = _GRI
     fade = _ring_fade(lattice, centre, inner, outer)
     field = (field * fade[:, None]).reshape(grid, grid, 2)
     spacing = ((x1 - x0) / (grid - 1), (y1 - y0) / (grid - 1))
-    return np.array([x0, y0, x1, y1]), field * unfolding_factor(field, spacing)
+    return np.array([x0, y0, x1, y1]), field, unfolding_factor(field, spacing)
 
 
 #: The backward map's area ratio (photo area taken per area drawn) may not fall below this. Small
@@ -397,37 +404,81 @@ def moved_landmarks(landmarks: np.ndarray, matrix: np.ndarray, size: int, shape:
     return landmarks[:, :2] + displacement_crop @ to_photo.T
 
 
+def log_luminance(pixels: np.ndarray) -> np.ndarray:
+    """``log`` of Rec. 601 luminance in [0, 1] of RGB (or grey) 0-255 pixels, with a floor, so
+    black is not minus infinity."""
+    values = np.asarray(pixels, dtype=np.float32) / 255.0
+    luminance = values if values.ndim == 2 else values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
+    return np.log(luminance + 0.02)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fill:
+    """What a warp paints where the photo had nothing to show: a ``log_luminance`` ``(h, w)``
+    (:func:`log_luminance`) in a ``colour`` (RGB of luminance 1, or None to keep the warped
+    pixels' own), over the warped pixels by a ``weight`` ``(h, w)`` in [0, 1]."""
+
+    log_luminance: np.ndarray
+    weight: np.ndarray
+    colour: np.ndarray | None = None
+
+    def paint(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` (float, 0-255, grey or RGB) with the fill painted over them."""
+        luminance = np.clip(np.exp(self.log_luminance) - 0.02, 0.0, 1.0) * 255.0
+        if pixels.ndim == 2 or self.colour is None:  # the pixels' own colours, brought to the luminance
+            own = pixels if pixels.ndim == 2 else pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+            ratio = luminance / np.maximum(own, 1.0)
+            painted = pixels * (ratio if pixels.ndim == 2 else ratio[..., None])
+        else:
+            painted = luminance[..., None] * np.asarray(self.colour, np.float32)
+        weight = self.weight if pixels.ndim == 2 else self.weight[..., None]
+        return pixels * (1.0 - weight) + painted * weight
+
+
 @dataclasses.dataclass(frozen=True)
 class FaceWarp:
     """One face's warp in a photo: for each pixel of ``region`` (``x0, y0, x1, y1``), the offset
-    ``(dx, dy)`` (photo pixels) to where it takes its colour from, and optionally a ``gain`` that
-    multiplies the warped pixels (the appearance model's ratio image, :mod:`ganimation.appearance`)."""
+    ``(dx, dy)`` (photo pixels) to where it takes its colour from; optionally a ``gain`` that
+    multiplies the warped pixels (the appearance model's ratio image, :mod:`ganimation.appearance`),
+    and a :class:`Fill` painted over them (the inside of a mouth the edit opens). ``revealed`` ``(h, w)``
+    in [0, 1], when not None, marks the pixels the photo never showed (the gap of a mouth that
+    opens, :func:`mouth_inside`), where a fill belongs."""
 
     region: tuple[int, int, int, int]
     dx: np.ndarray
     dy: np.ndarray
     gain: np.ndarray | None = None
+    fill: Fill | None = None
+    revealed: np.ndarray | None = None
 
     @property
     def moving(self) -> np.ndarray:
         moving = (np.abs(self.dx) > 1e-3) | (np.abs(self.dy) > 1e-3)
-        return moving if self.gain is None else moving | (np.abs(self.gain - 1.0) > 1e-3)
+        if self.gain is not None:
+            moving |= np.abs(self.gain - 1.0) > 1e-3
+        return moving if self.fill is None else moving | (self.fill.weight > 1e-3)
 
     def faded(self, weight: np.ndarray) -> FaceWarp:
         """The warp scaled pixel by pixel by ``weight`` (the region's shape, in [0, 1]); the gain
-        fades in the log domain, to 1 where the weight is 0."""
+        fades in the log domain, to 1 where the weight is 0, and so does the fill's weight."""
         gain = None if self.gain is None else np.power(self.gain, weight).astype(np.float32)
-        return dataclasses.replace(self, dx=self.dx * weight, dy=self.dy * weight, gain=gain)
+        fill = None if self.fill is None else dataclasses.replace(self.fill, weight=(self.fill.weight * weight).astype(np.float32))
+        revealed = None if self.revealed is None else (self.revealed * weight).astype(np.float32)
+        return dataclasses.replace(self, dx=self.dx * weight, dy=self.dy * weight, gain=gain, fill=fill,
+                                   revealed=revealed)
 
     def resample(self, photo: np.ndarray) -> np.ndarray:
         """The warped pixels of :attr:`region` (``photo`` resampled once, bicubic, times the gain)."""
         x0, y0, x1, y1 = self.region
         xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
         patch = cv2.remap(photo, xs + self.dx, ys + self.dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-        if self.gain is None:
+        if self.gain is None and self.fill is None:
             return patch
-        gain = self.gain if patch.ndim == 2 else self.gain[..., None]
-        shaded = patch.astype(np.float32) * gain
+        shaded = patch.astype(np.float32)
+        if self.gain is not None:
+            shaded *= self.gain if patch.ndim == 2 else self.gain[..., None]
+        if self.fill is not None:
+            shaded = self.fill.paint(shaded)
         if np.issubdtype(patch.dtype, np.integer):
             info = np.iinfo(patch.dtype)
             shaded = np.clip(np.rint(shaded), info.min, info.max)
@@ -457,7 +508,8 @@ def plan_warp(photo_shape: tuple[int, ...], landmarks: np.ndarray, moved: np.nda
     moved = np.asarray(moved, dtype=np.float64)[:, :2]
     if np.abs(moved - landmarks).max(initial=0.0) < 1e-3:
         return None
-    box, field = face_displacement(landmarks, moved)
+    box, field, factor = _face_field(landmarks, moved, _GRID)
+    field = field * factor
     height, width = photo_shape[:2]
     x0, y0 = max(0, int(math.floor(box[0]))), max(0, int(math.floor(box[1])))
     x1, y1 = min(width, int(math.ceil(box[2])) + 1), min(height, int(math.ceil(box[3])) + 1)
@@ -470,8 +522,89 @@ def plan_warp(photo_shape: tuple[int, ...], landmarks: np.ndarray, moved: np.nda
     gy = ((ys - box[1]) / max(box[3] - box[1], 1e-6) * (grid - 1)).astype(np.float32)
     dx, dy = (cv2.remap(np.ascontiguousarray(field[..., axis], dtype=np.float32), gx, gy, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0) for axis in (0, 1))
-    warp = FaceWarp((x0, y0, x1, y1), dx, dy)
+    # the lips where the warp really takes them (scaled back with the field where it would fold)
+    revealed = mouth_inside(dx, dy, (x0, y0), landmarks, landmarks + factor * (moved - landmarks))
+    warp = FaceWarp((x0, y0, x1, y1), dx, dy, revealed=revealed)
     return warp if warp.moving.any() else None
+
+
+#: The inner lips (MediaPipe mesh) from the face's right mouth corner to its left, upper and lower.
+UPPER_INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LOWER_INNER_LIP = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+#: Both, in order around the mouth's opening.
+INNER_LIP_CONTOUR = UPPER_INNER_LIP + LOWER_INNER_LIP[-2:0:-1]
+#: Where along the mouth (0: one inner corner, 1: the other) the lips' profiles are sampled.
+_PROFILE = np.linspace(0.0, 1.0, 33)
+#: The gap a mouth opens blends into the lips' halves over this many pixels.
+_GAP_EDGE = 1.5
+
+
+def _lip_profiles(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """The mouth's frame of landmarks ``points``: its inner corners' origin, the unit vectors along
+    and across the mouth (downwards), each inner lip's depth ``(across)`` sampled at ``_PROFILE``
+    places along the mouth, and the mouth's width."""
+    origin, end = points[UPPER_INNER_LIP[0]], points[UPPER_INNER_LIP[-1]]
+    width = max(float(np.linalg.norm(end - origin)), 1e-6)
+    along = (end - origin) / width
+    across = np.array([-along[1], along[0]])
+    profiles = []
+    for lip in (UPPER_INNER_LIP, LOWER_INNER_LIP):
+        offsets = points[list(lip)] - origin
+        position, depth = offsets @ along / width, offsets @ across
+        order = np.argsort(position)
+        profiles.append(np.interp(_PROFILE, position[order], depth[order]))
+    return origin, along, across, np.stack(profiles), width
+
+
+def mouth_inside(dx: np.ndarray, dy: np.ndarray, corner: tuple[int, int], landmarks: np.ndarray,
+                 moved: np.ndarray) -> np.ndarray | None:
+    """Redraw the inside of a mouth that opens, in place in the backward offsets ``dx``, ``dy`` of a
+    region whose top-left pixel is ``corner``; return where the mouth opened a gap the photo never
+    showed (the region's shape, 0..1), or None when it opened none.
+
+    A spline stretches what lies between the lips evenly: the teeth of a smile, asked to drop the
+    jaw, grow into long stripes. But teeth do not stretch. Here what the photo shows inside the
+    lips keeps its size and goes with the lip it lies against, its upper half with the upper lip
+    and its lower half with the lower lip; only the gap that opens between them is new, drawn from
+    the line where the halves met (where teeth meet, or the seam of closed lips: dark either
+    way). Where the mouth closes instead, the inside is squeezed evenly, as the spline does.
+    """
+    landmarks, moved = np.asarray(landmarks, np.float64)[:, :2], np.asarray(moved, np.float64)[:, :2]
+    polygon = np.round(moved[list(INNER_LIP_CONTOUR)] - np.asarray(corner, np.float64)).astype(np.int32)
+    inside = np.zeros(dx.shape, np.uint8)
+    cv2.fillPoly(inside, [polygon], 1)
+    rows, columns = np.nonzero(inside)
+    if rows.size == 0:
+        return None
+    origin, along, across, (upper, lower), width = _lip_profiles(landmarks)
+    origin_to, along_to, across_to, (upper_to, lower_to), width_to = _lip_profiles(moved)
+    pixels = np.stack([columns + corner[0], rows + corner[1]], axis=1).astype(np.float64)
+    offsets = pixels - origin_to
+    position = np.clip(offsets @ along_to / width_to, 0.0, 1.0)
+    depth_to = offsets @ across_to
+
+    def at(profile: np.ndarray) -> np.ndarray:
+        return np.interp(position, _PROFILE, profile)
+
+    top, gap = at(upper), np.maximum(at(lower) - at(upper), 0.0)
+    top_to, gap_to = at(upper_to), np.maximum(at(lower_to) - at(upper_to), 1e-6)
+    below_top = np.clip(depth_to - top_to, 0.0, gap_to)
+    squeezed = top + below_top * np.minimum(gap / gap_to, 1.0)
+    half = gap / 2.0
+    opened = np.where(below_top <= half, top + below_top,
+                      np.where(below_top >= gap_to - half, top + gap - (gap_to - below_top), top + half))
+    opens = gap_to > gap
+    depth = np.where(opens, opened, squeezed)
+    sources = origin + np.outer(position * width, along) + np.outer(depth, across)
+    dx[rows, columns] = (sources[:, 0] - pixels[:, 0]).astype(dx.dtype)
+    dy[rows, columns] = (sources[:, 1] - pixels[:, 1]).astype(dy.dtype)
+    into_gap = np.minimum(below_top - half, gap_to - half - below_top)
+    new = np.where(opens, np.clip(into_gap / _GAP_EDGE + 0.5, 0.0, 1.0), 0.0)
+    if not (new > 1e-3).any():
+        return None
+    revealed = np.zeros(dx.shape, np.float32)
+    revealed[rows, columns] = new
+    return revealed
 
 
 def warp_photo(photo: np.ndarray, landmarks: np.ndarray, moved: np.ndarray) -> np.ndarray:
