@@ -13,8 +13,9 @@ corners pull up and back, the jaw drops. This module gives the model that moveme
   a turned head nor a resting face is learned as an expression;
 * a **warp** (:func:`warp_photo`): the face's own landmarks move by ``basis · (target - own)``,
   and a thin-plate spline through them (and through still anchors around the face) resamples the
-  photo once, at its own resolution. Asking for the face's own AUs moves nothing, so the zero
-  edit returns the photo bit for bit.
+  photo once, at its own resolution. Inside a mouth that opens, what the photo shows between the
+  lips keeps its size and a gap opens in the middle (:func:`mouth_inside`): teeth do not stretch.
+  Asking for the face's own AUs moves nothing, so the zero edit returns the photo bit for bit.
 
 The generator then edits the warped face as the paper's does (colour where the warp cannot
 reach: teeth, wrinkles, shading), unless its model file says it learned synthetic faces only, as
@@ -565,9 +566,10 @@ def mouth_inside(dx: np.ndarray, dy: np.ndarray, corner: tuple[int, int], landma
     A spline stretches what lies between the lips evenly: the teeth of a smile, asked to drop the
     jaw, grow into long stripes. But teeth do not stretch. Here what the photo shows inside the
     lips keeps its size and goes with the lip it lies against, its upper half with the upper lip
-    and its lower half with the lower lip; only the gap that opens between them is new, drawn from
-    the line where the halves met (where teeth meet, or the seam of closed lips: dark either
-    way). Where the mouth closes instead, the inside is squeezed evenly, as the spline does.
+    and its lower half with the lower lip. Only the gap that opens between them is new: it is drawn
+    from the line where the halves met (the seam of closed lips, or where the teeth meet), and an
+    appearance model paints over it (:mod:`ganimation.appearance`). Where the mouth closes
+    instead, the inside is squeezed evenly, as the spline does.
     """
     landmarks, moved = np.asarray(landmarks, np.float64)[:, :2], np.asarray(moved, np.float64)[:, :2]
     polygon = np.round(moved[list(INNER_LIP_CONTOUR)] - np.asarray(corner, np.float64)).astype(np.int32)
