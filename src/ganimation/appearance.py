@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ganimation.aus import AU_NAMES, NUM_AUS, aus_from_mapping
-from ganimation.shapewarp import (CONTROL_POINTS, FACE_OVAL, INNER_LIP_CONTOUR, NUM_LANDMARKS, Fill, ShapeModel,
+from ganimation.shapewarp import (CONTROL_POINTS, FACE_OVAL, INNER_LIP_CONTOUR, LUMA, NUM_LANDMARKS, Fill, ShapeModel,
                                   anchor_points, au_regions, eye_distance, log_luminance, pose_features,
                                   regional_least_squares, tensor_pair, thin_plate_map, within_groups)
 
@@ -327,7 +327,7 @@ def mouth_colour(crop: np.ndarray, crop_points: np.ndarray) -> np.ndarray | None
     if not lips.any():
         return None
     colour = crop[lips > 0].astype(np.float64).mean(0)
-    luminance = float(colour @ np.array([0.299, 0.587, 0.114]))
+    luminance = float(colour @ LUMA.astype(np.float64))
     if luminance <= 1.0:
         return None
     return (colour / luminance).astype(np.float32)
@@ -352,5 +352,6 @@ def describe(model: AppearanceModel) -> list[str]:
         inside = interior_mask(model.reference, model.size) > 0.5
         shares = [100 * float(np.exp(model.interior_log_luminance(aus_from_mapping(aus))[inside]).mean())
                   for aus in ({}, {"AU25": 1.0, "AU26": 1.0})]
-        lines.append(f"inside of a mouth: {shares[0]:.0f} % of the face's light, {shares[1]:.0f} % with the jaw dropped")
+        lines.append(f"inside of a mouth: {shares[0]:.0f} % of the face's light, "
+                     f"{shares[1]:.0f} % with the jaw dropped")
     return lines

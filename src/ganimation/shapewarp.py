@@ -307,21 +307,16 @@ def anchor_points(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([_anchors(landmarks, ring) for ring in _ANCHOR_RINGS])
 
 
-def face_displacement(landmarks: np.ndarray, moved: np.ndarray, grid: int = _GRID) -> tuple[np.ndarray, np.ndarray]:
+def face_displacement(landmarks: np.ndarray, moved: np.ndarray,
+                      grid: int = _GRID) -> tuple[np.ndarray, np.ndarray, float]:
     """The backward displacement field of a face whose landmarks go from ``landmarks`` to
     ``moved`` (``(478, 2)``, photo pixels), on a ``grid x grid`` lattice over the face's box.
 
-    Returns ``(box, field)``: ``box = (x0, y0, x1, y1)`` in photo pixels and ``field``
-    ``(grid, grid, 2)``, for each lattice point the offset to the pixel it takes its colour from.
-    The field is exactly zero beyond the outer anchor ring; where it would fold, all of it is
-    scaled down (:func:`unfolding_factor`).
+    Returns ``(box, field, factor)``: ``box = (x0, y0, x1, y1)`` in photo pixels, ``field``
+    ``(grid, grid, 2)``, for each lattice point the offset to the pixel it takes its colour from,
+    and the factor all of it is to be scaled by so that it does not fold (:func:`unfolding_factor`).
+    The field is exactly zero beyond the outer anchor ring.
     """
-    box, field, factor = _face_field(landmarks, moved, grid)
-    return box, field * factor
-
-
-def _face_field(landmarks: np.ndarray, moved: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """:func:`face_displacement`'s box, its field before unfolding, and the unfolding factor."""
     inner, outer = (_anchors(landmarks, ring) for ring in _ANCHOR_RINGS)
     still = np.concatenate([inner, outer])
     targets = np.concatenate([moved[CONTROL_POINTS], still])
@@ -405,11 +400,17 @@ def moved_landmarks(landmarks: np.ndarray, matrix: np.ndarray, size: int, shape:
     return landmarks[:, :2] + displacement_crop @ to_photo.T
 
 
+#: Rec. 601 luminance weights of red, green and blue.
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def log_luminance(pixels: np.ndarray) -> np.ndarray:
     """``log`` of Rec. 601 luminance in [0, 1] of RGB (or grey) 0-255 pixels, with a floor, so
     black is not minus infinity."""
     values = np.asarray(pixels, dtype=np.float32) / 255.0
-    luminance = values if values.ndim == 2 else values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
+    if values.ndim == 2:
+        return np.log(values + 0.02)
+    luminance = values[..., 0] * LUMA[0] + values[..., 1] * LUMA[1] + values[..., 2] * LUMA[2]
     return np.log(luminance + 0.02)
 
 
@@ -427,7 +428,7 @@ class Fill:
         """``pixels`` (float, 0-255, grey or RGB) with the fill painted over them."""
         luminance = np.clip(np.exp(self.log_luminance) - 0.02, 0.0, 1.0) * 255.0
         if pixels.ndim == 2 or self.colour is None:  # the pixels' own colours, brought to the luminance
-            own = pixels if pixels.ndim == 2 else pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+            own = pixels if pixels.ndim == 2 else pixels @ LUMA
             ratio = luminance / np.maximum(own, 1.0)
             painted = pixels * (ratio if pixels.ndim == 2 else ratio[..., None])
         else:
@@ -463,7 +464,8 @@ class FaceWarp:
         """The warp scaled pixel by pixel by ``weight`` (the region's shape, in [0, 1]); the gain
         fades in the log domain, to 1 where the weight is 0, and so does the fill's weight."""
         gain = None if self.gain is None else np.power(self.gain, weight).astype(np.float32)
-        fill = None if self.fill is None else dataclasses.replace(self.fill, weight=(self.fill.weight * weight).astype(np.float32))
+        fill = (None if self.fill is None
+                else dataclasses.replace(self.fill, weight=(self.fill.weight * weight).astype(np.float32)))
         revealed = None if self.revealed is None else (self.revealed * weight).astype(np.float32)
         return dataclasses.replace(self, dx=self.dx * weight, dy=self.dy * weight, gain=gain, fill=fill,
                                    revealed=revealed)
@@ -509,7 +511,7 @@ def plan_warp(photo_shape: tuple[int, ...], landmarks: np.ndarray, moved: np.nda
     moved = np.asarray(moved, dtype=np.float64)[:, :2]
     if np.abs(moved - landmarks).max(initial=0.0) < 1e-3:
         return None
-    box, field, factor = _face_field(landmarks, moved, _GRID)
+    box, field, factor = face_displacement(landmarks, moved)
     field = field * factor
     height, width = photo_shape[:2]
     x0, y0 = max(0, int(math.floor(box[0]))), max(0, int(math.floor(box[1])))
