@@ -364,6 +364,27 @@ def test_mismatched_critic_and_bad_files_are_refused(tmp_path: Path) -> None:
         load_foreign_checkpoint(tmp_path / "missing.pth")
 
 
+@pytest.mark.parametrize("content, reason", [
+    (b"", r"empty\.pth: truncated or not a PyTorch checkpoint \(EOFError\)$"),
+    (bytes(range(256)) * 40, r"noise\.pth: truncated or not a PyTorch checkpoint \(UnpicklingError: Unsupported"),
+])
+def test_empty_or_random_files_are_not_called_pickled_objects(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / ("empty.pth" if not content else "noise.pth")
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=reason) as caught:
+        load_foreign_checkpoint(path)
+    assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value)
+
+
+def test_a_pickled_object_is_refused_by_name_and_not_unpickled(tmp_path: Path) -> None:
+    import argparse
+    path = tmp_path / "with_options.pth"
+    torch.save({"main.0.weight": torch.zeros(1), "opt": argparse.Namespace(lr=1e-4)}, path)
+    with pytest.raises(CheckpointError, match=r"with_options\.pth: holds more than weights \(a pickled "
+                                              r"argparse\.Namespace"):
+        load_foreign_checkpoint(path)
+
+
 def test_cli_convert_half(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     generator, critic, g_path, d_path = make_foreign("replication", tmp_path / "foreign")
     moved = tmp_path / "elsewhere" / "critic.pth"

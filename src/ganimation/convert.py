@@ -96,22 +96,36 @@ def _is_state_dict(value: Any) -> bool:
         isinstance(key, str) and isinstance(tensor, torch.Tensor) for key, tensor in value.items())
 
 
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message``, or just the type when the message is empty (EOFError)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{error.__class__.__name__}: {lines[0][:limit]}" if lines else error.__class__.__name__
+
+
+def _not_a_checkpoint(path: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({_first_line(error)})")
+
+
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except UnicodeDecodeError:
         pass  # a Python 2 pickle (PyTorch 0.3 era): byte strings need latin-1
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path}: holds more than weights (a pickled object torch refuses to load "
-                              f"with weights_only=True: {str(error).splitlines()[0]})") from None
+        # torch's safe unpickler names a class it refuses as an "Unsupported global"; any other
+        # unpickling error (an unknown opcode, ...) means the bytes are not a pickle at all
+        refused = re.search(r"Unsupported global: (?:GLOBAL )?([\w.]+)", str(error))
+        if refused:
+            raise CheckpointError(f"{path}: holds more than weights (a pickled {refused.group(1)}, which is "
+                                  f"not loaded, since unpickling it could run code)") from None
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
+        raise _not_a_checkpoint(path, pickle.UnpicklingError(reason.group(1)) if reason else error) from None
     except Exception as error:  # a damaged zip or pickle raises many types
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint "
-                              f"({error.__class__.__name__}: {str(error).splitlines()[0][:200]})") from None
+        raise _not_a_checkpoint(path, error) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True, encoding="latin1")
     except Exception as error:
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint "
-                              f"({error.__class__.__name__}: {str(error).splitlines()[0][:200]})") from None
+        raise _not_a_checkpoint(path, error) from None
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
