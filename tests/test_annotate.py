@@ -125,3 +125,26 @@ def test_a_missing_face_model_stops_before_any_work(inputs: Path, tmp_path: Path
     with pytest.raises(facemesh.FaceModelMissingError, match="not a file"):
         annotate([inputs / "photos"], tmp_path / "out", workers=1, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_without_a_face_write_no_data_set(inputs: Path, tmp_path: Path) -> None:
+    from ganimation.annotate import AnnotateError
+
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bytes(range(256)) * 20)
+    out = tmp_path / "out"
+    with pytest.raises(AnnotateError, match=r"no face found in the inputs \(1 no face, 2 unreadable\): no data set"):
+        annotate([inputs / "photos" / "empty.png", inputs / "photos" / "broken.jpg", corrupt], out, workers=1,
+                 progress=False)
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(AnnotateError, match="no face found"):
+        annotate([inputs / "photos" / "empty.png"], kept, workers=1, progress=False)
+    assert kept.is_dir() and not (kept / CSV_NAME).exists()  # a folder the user made is left in place
+    file_out = tmp_path / "aus.csv"
+    file_out.write_text("mine")
+    with pytest.raises(AnnotateError, match=r"aus\.csv: is a file"):
+        annotate([inputs / "photos" / "person_b"], file_out, workers=1, progress=False)
+    assert file_out.read_text() == "mine"
+

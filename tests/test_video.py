@@ -216,3 +216,13 @@ def test_mp4_on_a_full_disk_is_one_line(tmp_path: Path, model: Path, capsys: pyt
     assert lines[0].startswith(f"ganimation animate: error: {target}: no space left on device (0.0 MB free")
     assert "Broken pipe" not in err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["face.png"]
+
+
+def test_an_unreadable_video_is_one_line_without_ffmpegs_banner(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(ValueError) as caught:
+        read_video(corrupt)
+    message = str(caught.value)
+    assert message.startswith(f"{corrupt}: unreadable video (") and message.endswith(")")
+    assert "\n" not in message and "ffmpeg version" not in message and "configuration" not in message

@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -260,6 +261,9 @@ def annotate(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike
         raise AnnotateError("no photos or videos found in " + ", ".join(str(p) for p in inputs))
     check_installed()  # fail here, in one line, when the face model is missing, not in every worker
     root = Path(output)
+    if root.exists() and not root.is_dir():
+        raise AnnotateError(f"{root}: is a file: give a folder for the data set")
+    created = not root.exists()
     images = root / IMAGES
     images.mkdir(parents=True, exist_ok=True)
     journal_path = root / JOURNAL
@@ -290,6 +294,14 @@ def annotate(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike
             if pool is not None:
                 pool.terminate()
                 pool.join()
+    if not any(record.get("faces") for record in done.values()):
+        if created:
+            shutil.rmtree(root, ignore_errors=True)  # a folder this run made holds nothing worth keeping
+        seen = {outcome: counts[outcome] for outcome in OUTCOMES}
+        seen["unreadable"] += counts["unreadable videos"]
+        raise AnnotateError("no face found in the inputs ("
+                            + ", ".join(f"{number} {outcome}" for outcome, number in seen.items() if number)
+                            + "): no data set written")
     faces = write_labels(root, done)
     report = AnnotateReport(root, Counter({k: counts[k] for k in OUTCOMES}), counts["reused"], faces, unknown)
     if counts["unreadable videos"]:

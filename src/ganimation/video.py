@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -123,6 +124,20 @@ def check_video_output(path: str | os.PathLike[str]) -> None:
                          f"(or {', '.join(s for s in WRITABLE_SUFFIXES if s not in ('.mp4', '.gif'))})")
 
 
+def ffmpeg_reason(error: BaseException) -> str:
+    """One line of why ffmpeg failed: the last line of its log, without the version banner that
+    imageio-ffmpeg puts into the message, or the message's first line when it carries no log."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return error.__class__.__name__
+    if "=== stderr ===" in lines:
+        log = lines[lines.index("=== stderr ===") + 1:]
+        if log:
+            # "[in#0 @ 0x55..] Error opening input: ..." -> the text after the component's tag
+            return re.sub(r"^\[[^\]]*\]\s*", "", log[-1]).rstrip(".")
+    return lines[0]
+
+
 def read_video(path: str | os.PathLike[str]) -> tuple[Iterator[np.ndarray], float, int | None]:
     """Frames (uint8 RGB) of a video file, its frame rate and (when known) its frame count."""
     import imageio_ffmpeg
@@ -134,7 +149,7 @@ def read_video(path: str | os.PathLike[str]) -> tuple[Iterator[np.ndarray], floa
         reader = imageio_ffmpeg.read_frames(str(source), pix_fmt="rgb24")
         meta = reader.__next__()
     except (RuntimeError, OSError, StopIteration) as error:
-        raise ValueError(f"{source}: unreadable video ({error})") from None
+        raise ValueError(f"{source}: unreadable video ({ffmpeg_reason(error)})") from None
     width, height = meta["size"]
     fps = float(meta.get("fps") or 25.0)
     count = None
