@@ -171,6 +171,15 @@ def test_missing_image(tmp_path: Path, trained_run: Path, capsys: pytest.Capture
     assert not (tmp_path / "o.png").exists()
 
 
+def test_an_output_that_is_a_folder_is_refused(tmp_path: Path, trained_run: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "clip.mp4").mkdir()
+    code, _, err = run(capsys, "animate", str(tmp_path / "nobody.png"), "--crop", "--checkpoint", str(trained_run),
+                       "--au", "AU12=0.8", "-o", str(tmp_path / "clip.mp4"))
+    assert_one_line_error(code, err, "clip.mp4: is a folder")  # refused before the input is even read
+    assert not list((tmp_path / "clip.mp4").iterdir())
+
+
 def test_unreadable_image(tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -11,7 +11,9 @@ from PIL import Image
 
 from ganimation.files import (
     ImageReadError,
+    OutputPathError,
     atomic_output,
+    check_output_file,
     load_image,
     save_image,
     write_bytes_atomic,
@@ -156,8 +158,8 @@ def test_sixteen_bit_dark(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageReadError, match="absent.png: no such image file"):
         load_image(tmp_path / "absent.png")
-    with pytest.raises(ImageReadError, match="no such image file"):
-        load_image(tmp_path)  # a folder is not an image
+    with pytest.raises(ImageReadError, match=f"{tmp_path.name}: is a folder, not an image file"):
+        load_image(tmp_path)
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -220,3 +222,28 @@ def test_a_full_disk_is_named_and_replaces_nothing(tmp_path: Path, monkeypatch: 
         with atomic_output(target) as temp:
             raise RuntimeError("unexpected pos 64 vs 0")
     assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_outputs_that_can_never_be_written_are_refused_first(tmp_path: Path) -> None:
+    folder = tmp_path / "clip.mp4"
+    folder.mkdir()
+    with pytest.raises(OutputPathError, match=r"clip\.mp4: is a folder"):
+        check_output_file(folder)
+    with pytest.raises(OutputPathError, match=r"clip\.mp4: is a folder"):
+        with atomic_output(folder):
+            pass
+    assert folder.is_dir() and not list(folder.iterdir())
+    plain = tmp_path / "photo.jpg"
+    plain.write_bytes(b"mine")
+    with pytest.raises(OutputPathError, match=r"photo\.jpg is a file, not a folder"):
+        check_output_file(plain / "deeper" / "out.png")
+    check_output_file(tmp_path / "new" / "folders" / "out.png")  # missing folders are made later
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_pseudo_file_system_is_not_reported_as_full(tmp_path: Path) -> None:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    with pytest.raises(OutputPathError, match=r"/proc/out\.png: cannot write in /proc") as caught:
+        write_bytes_atomic("/proc/out.png", b"x")
+    assert "no space" not in str(caught.value)

@@ -280,8 +280,12 @@ def _suffixed(path: Path, suffix: str) -> Path:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, in one line and before any work, an output whose suffix names nothing animate writes."""
-    from ganimation.files import writable_image_format
+    from ganimation.files import check_output_file, writable_image_format
     from ganimation.video import check_video_output, is_animation, is_video
+
+    for path in (args.output, args.gif, args.mp4):
+        if path:
+            check_output_file(path)
 
     if args.output and not is_animation(args.output) and writable_image_format(args.output) is None:
         raise ValueError(f"{args.output}: unknown output type {Path(args.output).suffix or '(no suffix)'}: give an "
@@ -612,12 +616,13 @@ def _run_reenact(args: argparse.Namespace) -> int:
         driving_aus, driving_frame_rate, driving_video_aus, face_aus, grey_frames, photo_kind, relative_aus,
     )
     from ganimation.faces import FaceError, align_face
-    from ganimation.files import load_image
+    from ganimation.files import check_output_file, load_image
     from ganimation.inference import GANimation
     from ganimation.video import is_animation, write_video
 
     if not is_animation(args.output):
         raise ValueError(f"{args.output}: reenact writes a video: give an .mp4 or .gif output")
+    check_output_file(args.output)
     if args.smooth is not None and args.smooth < 1:
         raise ValueError(f"--smooth must be at least 1 frame, got {args.smooth}")
     if args.fps is not None and not args.fps > 0:

@@ -57,6 +57,28 @@ def _says_disk_full(error: BaseException | None) -> bool:
     return False
 
 
+_NOT_SPACE = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written: a folder, under a file, or in a folder that refuses it."""
+
+
+def check_output_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an output file that could never be written: one that is a folder,
+    or whose nearest existing parent is a file or not writable. Missing folders are fine (made)."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputPathError(f"{target}: is a folder: give the name of a file to write")
+    for parent in target.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputPathError(f"{target}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise OutputPathError(f"{target}: cannot write in {parent} (permission denied)")
+            return
+
+
 @contextlib.contextmanager
 def disk_full_explained(target: str | os.PathLike[str]) -> Iterator[None]:
     """Turn a write of ``target`` that failed for want of space into one :class:`DiskFullError`
@@ -66,8 +88,9 @@ def disk_full_explained(target: str | os.PathLike[str]) -> Iterator[None]:
     except Exception as error:
         folder = Path(target).parent
         free = free_bytes(folder)
+        # a missing, refused or wrong-kind path is never a full disk, whatever space is left (/proc has none)
         full = _says_disk_full(error) or (
-            not isinstance(error, (ValueError, TypeError)) and free is not None and free < LOW_SPACE_BYTES)
+            not isinstance(error, (ValueError, TypeError, *_NOT_SPACE)) and free is not None and free < LOW_SPACE_BYTES)
         if not full:
             raise
         left = f"{free / 2**20:.1f} MB free" if free is not None else "free space unknown"
@@ -85,10 +108,14 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     extension (Pillow, imageio) behave as for the real name.
     """
     target = Path(path)
+    check_output_file(target)
     with disk_full_explained(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
-                                             dir=target.parent)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
+                                                 dir=target.parent)
+        except _NOT_SPACE as error:  # e.g. a pseudo file system such as /proc
+            raise OutputPathError(f"{target}: cannot write in {target.parent} ({error.strerror})") from None
         os.close(handle)
     temp_path = Path(temp_name)
     try:
@@ -148,6 +175,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     Raises :class:`ImageReadError` with the file name on any failure.
     """
     source = Path(path)
+    if source.is_dir():
+        raise ImageReadError(f"{source}: is a folder, not an image file")
     if not source.is_file():
         raise ImageReadError(f"{source}: no such image file")
     try:
