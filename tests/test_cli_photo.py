@@ -234,6 +234,26 @@ def test_interpolation_gif_and_mp4(tmp_path: Path, model: Path, sample: np.ndarr
     assert np.abs(first[far].astype(int) - sample[far]).mean() < 8  # GIF palette only
 
 
+
+@pytest.mark.parametrize("frames", ["1", "0", "-3"])
+def test_too_few_frames_are_refused_not_replaced(tmp_path: Path, model: Path, frames: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = animate(capsys, model, SAMPLE, "--expression", "happy", "--frames", frames,
+                           "--gif", tmp_path / "a.gif")
+    assert code == 2 and "--frames must be at least 2" in one_line(err) and one_line(err).endswith(frames)
+    assert not (tmp_path / "a.gif").exists()
+
+
+def test_masks_without_an_image_output_say_where_they_go(tmp_path: Path, model: Path,
+                                                         caplog: pytest.LogCaptureFixture,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = animate(capsys, model, SAMPLE, "--expression", "happy", "--frames", "2", "--masks",
+                              "-o", tmp_path / "a.gif")
+    assert code == 0 and "2 frames" in stdout
+    assert any("--masks" in record.getMessage() and "edited image" in record.getMessage() for record in caplog.records)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.gif"]
+
+
 # ---------------------------------------------------------------------------------------------
 # aus
 # ---------------------------------------------------------------------------------------------

@@ -231,7 +231,7 @@ def _add_animate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output",
                         help="output file, by its suffix: an edited image (.png, .jpg, .webp, ...) or the "
                              "interpolation as a video (.mp4, .gif); a video input or --timeline needs a video")
-    parser.add_argument("--frames", type=int, default=0,
+    parser.add_argument("--frames", type=int, default=24,
                         help="frames of the interpolation for --gif, --mp4 or a video -o (default 24)")
     parser.add_argument("--gif", metavar="OUT.gif", help="also write the interpolation as an animated GIF")
     parser.add_argument("--mp4", metavar="OUT.mp4", help="also write the interpolation as an MP4 video")
@@ -297,6 +297,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
     for path in (args.output, args.mp4):
         if path and is_animation(path):
             check_video_output(path)
+    if args.frames < 2:
+        raise ValueError(f"--frames must be at least 2 (the start and the target), got {args.frames}")
+    still = args.output and not is_animation(args.output)
+    if args.masks and not still:
+        logger.warning("--masks: the masks are saved beside an edited image (-o OUT.png), not for a GIF or video")
 
 
 def _run_animate(args: argparse.Namespace) -> int:
@@ -307,8 +312,6 @@ def _run_animate(args: argparse.Namespace) -> int:
     if not (args.output or args.gif or args.mp4):
         raise ValueError("nothing to write: give -o OUT.png, --gif OUT.gif or --mp4 OUT.mp4")
     _check_outputs(args)
-    if (args.gif or args.mp4) and args.frames < 2:
-        args.frames = 24
     from ganimation.video import is_video
 
     if not args.crop and (is_video(args.image) or args.timeline):
@@ -406,7 +409,7 @@ def _animate_photo(model, image: np.ndarray, source: np.ndarray | None, target: 
     still = args.output if args.output and not is_animation(args.output) else None
     clips = list(dict.fromkeys(path for path in (args.output if args.output and is_animation(args.output) else None,
                                                  args.gif, args.mp4) if path))
-    frames = args.frames if args.frames >= 2 else 24
+    frames = args.frames
     animator = _photo_animator(model, args)
     try:
         aligned = animator.align(image, source=args.image)
