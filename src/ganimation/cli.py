@@ -704,7 +704,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
                              "edited to the basic emotions and to its own AUs, and the edits are read again with "
                              "the AU reader (response, leakage, zero-edit PSNR, change outside, time)")
     parser.add_argument("-o", "--output", default="out/evaluation",
-                        help="folder for evaluation.json, the table and the grid (default out/evaluation)")
+                        help="folder for the results (default out/evaluation): evaluation.json, evaluation.md "
+                             "and evaluation_grid.png; with --photos, real_evaluation.json and real_evaluation.md")
     parser.set_defaults(handler=_run_evaluate)
 
 
