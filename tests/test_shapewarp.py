@@ -324,6 +324,18 @@ def test_warp_takes_each_moved_landmark_colour_from_where_it_was(bundled: GANima
     assert error.max() < 2.0 and np.median(error) < 0.3
 
 
+def test_a_smile_does_not_push_the_chin_past_its_outline(bundled: GANimation, mean_face: np.ndarray) -> None:
+    # the outline moves only with the jaw; what lies just below the chin's lowest point must still
+    # come from below it (the neck), not be chin skin pushed out over it
+    landmarks, matrix = photo_face(mean_face)
+    moved = S.moved_landmarks(landmarks, matrix, 64, bundled.shape, au_delta(AU12=1.0, AU25=0.5))
+    assert np.allclose(moved[152], landmarks[152])
+    assert np.abs(moved - landmarks)[[17, 61, 291]].max() > 5  # the lips do move
+    warped = S.warp_photo(coordinate_photo(512), landmarks, moved)
+    below = landmarks[152] + np.array([[0.0, step] for step in (1.0, 3.0, 6.0, 10.0)])
+    assert (sample_at(warped, below)[:, 1] >= landmarks[152, 1] - 0.5).all()
+
+
 def test_warp_changes_only_the_face(bundled: GANimation, mean_face: np.ndarray, sample: np.ndarray) -> None:
     landmarks, matrix = photo_face(mean_face, scale=150.0, offset=150.0)
     moved = S.moved_landmarks(landmarks, matrix, 64, bundled.shape, au_delta(AU01=1.0, AU26=1.0))

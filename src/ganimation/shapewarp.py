@@ -41,8 +41,12 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 IRIS = list(range(468, 478))
 #: The landmarks that steer the warp: the contours of the brows, eyes, lips, nose and face and a
-#: few on the cheeks, chin and forehead. All 478 would pin neighbouring points a pixel apart to
+#: few on the cheeks and forehead. All 478 would pin neighbouring points a pixel apart to
 #: slightly different moves, and a spline through them all ripples (and folds) between them.
+#: None lies between the lower lip and the chin's outline: the outline moves only with the jaw
+#: (:func:`au_regions`), while points just inside it were fitted with the lip AUs too, so a smile
+#: that parts the lips pushed the chin's middle past its outline, into a notch over the neck.
+#: Between the lip and the outline the spline interpolates, and the chin follows both.
 CONTROL_POINTS = sorted(set(FACE_OVAL) | {
     61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,  # outer lips
     78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191,  # inner lips
@@ -50,7 +54,7 @@ CONTROL_POINTS = sorted(set(FACE_OVAL) | {
     33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,  # its right eye
     276, 283, 282, 295, 285, 300, 293, 334, 296, 336, 46, 53, 52, 65, 55, 70, 63, 105, 66, 107,  # brows
     1, 4, 6, 168, 197, 195, 98, 327, 2, 94,  # nose
-    50, 280, 205, 425, 187, 411, 123, 352, 116, 345, 199, 200, 175, 151, 9, 108, 337, 69, 299,  # cheeks, chin, forehead
+    50, 280, 205, 425, 187, 411, 123, 352, 116, 345, 151, 9, 108, 337, 69, 299,  # cheeks, forehead
 })
 _NOSE_TIP = 1
 _EYE_CORNERS = (33, 263)  # outer corners, the face's right then left
