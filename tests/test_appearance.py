@@ -308,3 +308,49 @@ def test_the_bundled_model_paints_the_gap_an_opening_mouth_reveals(bundled: GANi
     assert stretched.mean() > face and stretched.std() > 30  # teeth, in stripes
     assert painted.mean() < 0.6 * face and painted.std() < 0.5 * stretched.std()  # a dark, even inside
     assert np.array_equal(animator.edit(sample, read_aus(aligned[0].face.mesh), aligned=aligned).image, sample)
+
+
+def test_the_opening_after_a_warp_is_what_lay_between_the_inner_lips(reference: np.ndarray) -> None:
+    landmarks = reference * 100.0  # the reference face, its mouth open, in a 100 px "photo"
+    region = (0, 0, 100, 100)
+    still = np.zeros((100, 100), np.float32)
+    opening = A.opening_after_warp(landmarks, region, still, still)
+    x, y = np.round(landmarks[[13, 14]].mean(0)).astype(int)
+    assert opening[y, x] == 1.0 and opening[int(landmarks[151, 1]), int(landmarks[151, 0])] == 0.0
+    assert 0.0 < opening.sum() - np.count_nonzero(opening == 1.0) < np.count_nonzero(opening == 1.0)  # edges: shares
+    # the backward map carries it: a pixel shows the opening if it takes its colour from there
+    shifted = A.opening_after_warp(landmarks, region, still, still + 4.0)
+    assert shifted[y - 4, x] == 1.0 and np.allclose(shifted[:-4], opening[4:])
+    assert A.opening_after_warp(closed_mouth(reference) * 100.0, region, still, still).max() <= 0.5  # lips together
+
+
+def test_mouth_shading_falls_only_on_what_the_mouth_showed(bundled: GANimation, sample: np.ndarray,
+                                                           reference: np.ndarray) -> None:
+    # inside the reference mouth the maps learned teeth and shadow: on a closed mouth's stretched
+    # lips they would make the lips glow, so there they shade only what lay inside the opening
+    aligned = PhotoAnimator(bundled, detector=CachedDetector()).align(sample)[0]
+    mesh = aligned.face.mesh
+    model = A.AppearanceModel(reference, planted_shading(reference))
+    delta = aus_from_mapping({"AU25": 0.5})
+    moved = S.moved_landmarks(mesh.landmarks, aligned.matrix, aligned.size, bundled.shape, delta)
+    plan = S.plan_warp(sample.shape, mesh.landmarks, moved)
+    assert plan is not None
+    x0, y0, x1, y1 = plan.region
+    shape = (y1 - y0, x1 - x0)
+    everywhere = A.ratio_on_photo(model, moved, plan.region, delta)
+    showed = A.ratio_on_photo(model, moved, plan.region, delta, np.ones(shape, np.float32))
+    lips_only = A.ratio_on_photo(model, moved, plan.region, delta, np.zeros(shape, np.float32))
+    assert everywhere is not None and showed is not None and lips_only is not None
+    x, y = np.round(moved[[13, 14]].mean(0)).astype(int) - (x0, y0)
+    assert np.array_equal(showed, everywhere) and everywhere[y, x] < 0.8
+    assert lips_only[y, x] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_lightening_keeps_the_hue_of_a_pixel_it_would_clip() -> None:
+    photo = np.zeros((8, 8, 3), np.uint8)
+    photo[...] = (200, 120, 60)
+    still = np.zeros((8, 8), np.float32)
+    patch = S.FaceWarp((0, 0, 8, 8), still, still, np.full((8, 8), 2.0, np.float32)).resample(photo)
+    assert tuple(patch[4, 4]) == (255, 153, 76)  # held at white's edge, the channels' ratios kept
+    darker = S.FaceWarp((0, 0, 8, 8), still, still, np.full((8, 8), 0.5, np.float32)).resample(photo)
+    assert tuple(darker[4, 4]) == (100, 60, 30)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ganimation.aureader import read_aus
-from ganimation.appearance import interior_on_photo, ratio_on_photo
+from ganimation.appearance import interior_on_photo, opening_after_warp, ratio_on_photo
 from ganimation.shapewarp import FaceWarp, crop_landmarks, moved_landmarks, plan_warp
 from ganimation.facemesh import FaceMesh, MeshFace, compose_affine, roi_from_landmarks
 from ganimation.aus import NUM_AUS, AUError, aus_from_mapping, expression_aus
@@ -426,7 +426,8 @@ def shape_warp(model: GANimation, photo_shape: tuple[int, ...], aligned: Aligned
     if model.appearance is not None:  # the shading the movement shows, over the moved face
         points = crop_landmarks(mesh.landmarks, aligned.matrix, aligned.size)
         warp = dataclasses.replace(
-            warp, gain=ratio_on_photo(model.appearance, moved, warp.region, delta),
+            warp, gain=ratio_on_photo(model.appearance, moved, warp.region, delta,
+                                      opening_after_warp(mesh.landmarks, warp.region, warp.dx, warp.dy)),
             fill=interior_on_photo(model.appearance, aligned.crop, points, moved, warp.region, target, warp.revealed))
     # held within the paste mask of a crop with a margin (WARP_MARGIN): a moving jaw needs room
     # below the chin to fade out, which the model's tight crop does not leave

@@ -281,14 +281,41 @@ def fit_mouth_interior(textures: np.ndarray, landmarks: np.ndarray, aus: np.ndar
 
 
 def ratio_on_photo(model: AppearanceModel, moved: np.ndarray, region: tuple[int, int, int, int],
-                   delta_aus: np.ndarray) -> np.ndarray | None:
+                   delta_aus: np.ndarray, showed_inside: np.ndarray | None = None) -> np.ndarray | None:
     """The luminance gain ``(h, w)`` over ``region`` (``x0, y0, x1, y1`` photo pixels) of a face
     whose landmarks have moved to ``moved`` (``(478, 2)`` photo pixels), for an AU change; None
-    when the gain is 1 everywhere (the zero edit)."""
+    when the gain is 1 everywhere (the zero edit).
+
+    ``showed_inside`` ``(h, w)`` in [0, 1]: which pixels show what lay inside the photo's own
+    mouth opening (:func:`opening_after_warp`). Inside the reference mouth the maps learned
+    teeth and shadow, so there they shade only such pixels: a ratio image keeps the surface and
+    changes its light, and on the lips a closed mouth stretches over that place, lightening them
+    "where teeth show" made them glow. What the edit newly opens is the fill's
+    (:func:`interior_on_photo`)."""
     log_ratio = model.log_ratio(delta_aus)
     if np.abs(log_ratio).max(initial=0.0) <= 1e-4:
         return None
-    return np.exp(_onto_photo(model, log_ratio, moved, region)).astype(np.float32)
+    log_gain = _onto_photo(model, log_ratio, moved, region)
+    if showed_inside is not None:
+        inside = np.clip(_onto_photo(model, interior_mask(model.reference, model.size), moved, region), 0.0, 1.0)
+        log_gain *= 1.0 - inside * (1.0 - np.clip(showed_inside, 0.0, 1.0))
+    return np.exp(log_gain).astype(np.float32)
+
+
+def opening_after_warp(landmarks: np.ndarray, region: tuple[int, int, int, int], dx: np.ndarray,
+                       dy: np.ndarray) -> np.ndarray:
+    """``(h, w)`` over ``region``: 1 where the warp (backward offsets ``dx``, ``dy``) takes a pixel
+    from inside the face's own inner lips (``landmarks`` ``(478, 2)``, photo pixels), before the
+    edit: its teeth or the dark of its mouth, not its lips. 0 for a closed mouth."""
+    x0, y0, x1, y1 = region
+    # drawn 4 times finer and averaged: the share of each pixel inside, so that the seam of
+    # closed lips (a polygon without area) covers a quarter of a pixel at most, not a whole line
+    fine = np.zeros((4 * (y1 - y0), 4 * (x1 - x0)), np.float32)
+    polygon = np.round((landmarks[list(INNER_LIP_CONTOUR), :2] - (x0, y0) + 0.5) * 4 - 0.5).astype(np.int32)
+    cv2.fillPoly(fine, [polygon], 1.0)
+    opening = cv2.resize(fine, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    xs, ys = np.meshgrid(np.arange(x1 - x0, dtype=np.float32), np.arange(y1 - y0, dtype=np.float32))
+    return cv2.remap(opening, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
 def interior_on_photo(model: AppearanceModel, crop: np.ndarray, crop_points: np.ndarray, moved: np.ndarray,

@@ -483,7 +483,13 @@ class FaceWarp:
             return patch
         shaded = patch.astype(np.float32)
         if self.gain is not None:
-            shaded *= self.gain if patch.ndim == 2 else self.gain[..., None]
+            gain = self.gain
+            if patch.ndim == 3 and np.issubdtype(patch.dtype, np.integer):
+                # more light cannot make a pixel lighter than white: a gain that would clip its
+                # brightest channel is held there, so the colour keeps its hue (clipped channel by
+                # channel, lightened skin turned orange)
+                gain = np.minimum(gain, np.iinfo(patch.dtype).max / np.maximum(shaded.max(-1), 1.0))
+            shaded *= gain if patch.ndim == 2 else gain[..., None]
         if self.fill is not None:
             shaded = self.fill.paint(shaded)
         if np.issubdtype(patch.dtype, np.integer):
