@@ -230,3 +230,20 @@ def test_a_missing_face_model_is_one_line_from_the_command_line(tmp_path) -> Non
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "gone.task, which is not a file" in lines[0]
+
+
+def test_a_face_filling_the_frame_is_found_inside_a_border(mesh: facemesh.FaceMesh, sample: np.ndarray,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    full = mesh.find(sample)[0]
+    x0, y0, x1, y1 = full.box
+    width, height = x1 - x0, y1 - y0
+    left, top = int(x0 + 0.2 * width), int(y0 + 0.2 * height)
+    tight = np.ascontiguousarray(sample[top:int(y1 - 0.2 * height), left:int(x1 - 0.2 * width)])  # cuts the outline
+    monkeypatch.setattr(facemesh, "FRAME_BORDER", 0.0)
+    assert mesh.find(tight) == []  # too large for the detector as it stands
+    monkeypatch.setattr(facemesh, "FRAME_BORDER", 0.25)
+    found = mesh.find(tight)
+    assert len(found) == 1
+    # in the tight crop's own pixels: where the full photo's landmarks fall in it, outline beyond it
+    assert np.abs(found[0].landmarks[:, :2] - (full.landmarks[:, :2] - (left, top))).mean() < 2.0
+    assert found[0].box[0] < 0 and found[0].box[1] < 0

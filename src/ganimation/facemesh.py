@@ -61,6 +61,9 @@ _LANDMARK_SIZE = 256
 _ROI_SCALE = 1.5  # the region of interest is 1.5 x the face box, square
 #: Face presence below this (after the sigmoid) means the crop holds no face.
 MIN_PRESENCE = 0.5
+#: When a photo shows no face, it is searched again framed by a border this share of its longer
+#: side wide: a face filling the frame is then small enough for the detector (:meth:`FaceMesh.find`).
+FRAME_BORDER = 0.25
 #: A face's landmarks barely move when the landmark model looks again at the region they give
 #: (mean change: at most 0.06 eye distances over 200 real faces); on things that are not faces
 #: but score as present (a blurred suit connector, a badge) they move by 0.2. Above this the
@@ -412,6 +415,13 @@ class MeshFace:
     def blendshape(self, name: str) -> float:
         return float(self.blendshapes[BLENDSHAPE_NAMES.index(name)])
 
+    def shifted(self, dx: float, dy: float) -> MeshFace:
+        """The same face with its landmarks moved by ``(dx, dy)`` pixels (a photo cropped or framed)."""
+        landmarks = self.landmarks.copy()
+        landmarks[:, 0] += dx
+        landmarks[:, 1] += dy
+        return dataclasses.replace(self, landmarks=landmarks)
+
     def scaled(self, factor: float) -> MeshFace:
         """The same face in an image resized by ``factor`` (pixel-centre correct)."""
         landmarks = self.landmarks.copy()
@@ -499,7 +509,22 @@ class FaceMesh:
             return MeshFace(landmarks, presence, self.blendshape_scores(landmarks))
 
     def find(self, rgb: np.ndarray) -> list[MeshFace]:
-        """Every face in an RGB ``uint8`` photo, left to right by box."""
+        """Every face in an RGB ``uint8`` photo, left to right by box.
+
+        A face that fills the frame (a tight crop, a close selfie) is larger than the detector's
+        anchors reach, and the frame cuts its outline: when nothing is found, the photo is searched
+        again inside a border of its mean colour (:data:`FRAME_BORDER` of its longer side), and
+        what is found there is given back in the photo's own pixels (landmarks may lie beyond it).
+        """
+        faces = self._find_in(rgb)
+        if faces or FRAME_BORDER <= 0:
+            return faces
+        border = max(1, round(FRAME_BORDER * max(rgb.shape[:2])))
+        colour = tuple(float(value) for value in rgb.reshape(-1, rgb.shape[-1]).mean(0))
+        framed = cv2.copyMakeBorder(rgb, border, border, border, border, cv2.BORDER_CONSTANT, value=colour)
+        return [face.shifted(-border, -border) for face in self._find_in(framed)]
+
+    def _find_in(self, rgb: np.ndarray) -> list[MeshFace]:
         with self._lock:
             proposals = self.propose(rgb)
         faces: list[MeshFace] = []
