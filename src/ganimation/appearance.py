@@ -295,9 +295,10 @@ def ratio_on_photo(model: AppearanceModel, moved: np.ndarray, region: tuple[int,
     log_ratio = model.log_ratio(delta_aus)
     if np.abs(log_ratio).max(initial=0.0) <= 1e-4:
         return None
-    log_gain = _onto_photo(model, log_ratio, moved, region)
+    maps = _photo_map(model, moved, region)  # one spline solve for both planes: it is the costly part
+    log_gain = _onto_photo(model, log_ratio, moved, region, maps)
     if showed_inside is not None:
-        inside = np.clip(_onto_photo(model, interior_mask(model.reference, model.size), moved, region), 0.0, 1.0)
+        inside = np.clip(_onto_photo(model, interior_mask(model.reference, model.size), moved, region, maps), 0.0, 1.0)
         log_gain *= 1.0 - inside * (1.0 - np.clip(showed_inside, 0.0, 1.0))
     return np.exp(log_gain).astype(np.float32)
 
@@ -360,12 +361,18 @@ def mouth_colour(crop: np.ndarray, crop_points: np.ndarray) -> np.ndarray | None
     return (colour / luminance).astype(np.float32)
 
 
-def _onto_photo(model: AppearanceModel, plane: np.ndarray, moved: np.ndarray,
-                region: tuple[int, int, int, int]) -> np.ndarray:
-    """A plane of the reference frame carried onto ``region`` of the photo, where the face's
-    landmarks are ``moved``; 0 outside the frame."""
+def _photo_map(model: AppearanceModel, moved: np.ndarray, region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel of ``region`` of the photo, where the face's landmarks are ``moved``, its
+    place in the reference frame (``map_x, map_y`` for :func:`cv2.remap`)."""
     x0, y0, x1, y1 = region
-    map_x, map_y = frame_map(moved, model.reference * model.size - 0.5, (x0, y0, x1 - 1, y1 - 1), (y1 - y0, x1 - x0))
+    return frame_map(moved, model.reference * model.size - 0.5, (x0, y0, x1 - 1, y1 - 1), (y1 - y0, x1 - x0))
+
+
+def _onto_photo(model: AppearanceModel, plane: np.ndarray, moved: np.ndarray, region: tuple[int, int, int, int],
+                maps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """A plane of the reference frame carried onto ``region`` of the photo, where the face's
+    landmarks are ``moved``; 0 outside the frame. ``maps``: :func:`_photo_map`'s, when already made."""
+    map_x, map_y = maps if maps is not None else _photo_map(model, moved, region)
     return cv2.remap(np.ascontiguousarray(plane, np.float32), map_x, map_y, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
